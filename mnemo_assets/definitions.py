@@ -1,0 +1,41 @@
+"""The Dagster code location: the asset graph built from the configuration.
+
+Config → factories per market × peg × interval → pure functions → IO manager → store.
+"""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from mnemo_assets.config import Settings, load_settings
+from mnemo_assets.defs.grids import build_grid_asset
+from mnemo_assets.defs.partitions import daily_partitions
+from mnemo_assets.defs.resources import ArchiveResource, io_manager_from_settings
+from mnemo_assets.defs.trades import build_trades_asset
+
+
+def build_assets(settings: Settings) -> list:
+    partitions = daily_partitions(settings.start_date)
+    batch = settings.backfill.days_per_batch
+    assets = []
+    for market, market_settings in settings.markets.items():
+        assets.append(build_trades_asset(market, market_settings, partitions, batch))
+        for peg in market_settings.pegs:
+            for interval in settings.grids.intervals:
+                assets.append(build_grid_asset(market, peg, interval, partitions, batch))
+    return assets
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    """The code location's ``Definitions`` for ``settings`` (default: :func:`load_settings`)."""
+    settings = settings or load_settings()
+    return Definitions(
+        assets=build_assets(settings),
+        resources={
+            "archive": ArchiveResource.from_settings(settings),
+            "parquet_io_manager": io_manager_from_settings(settings),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,15 @@
+"""Asset keys and groups, named once."""
+
+from dagster import AssetKey
+
+
+def trades_key(market: str) -> AssetKey:
+    return AssetKey(["binance", market, "trades"])
+
+
+def grid_key(market: str, peg: str, interval: str) -> AssetKey:
+    return AssetKey(["binance", market, peg.lower(), f"grid_{interval}"])
+
+
+def group(market: str) -> str:
+    return f"binance_{market}"

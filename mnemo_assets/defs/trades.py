@@ -1,0 +1,47 @@
+"""Trades: one daily-partitioned asset per market holding every configured peg."""
+
+
+from datetime import date
+
+from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefinition, Output, asset
+
+from mnemo_assets.binance.parse import TRADES_SCHEMA
+from mnemo_assets.binance.trades import iter_day_trades
+from mnemo_assets.config import MarketSettings
+from mnemo_assets.defs.keys import group, trades_key
+from mnemo_assets.defs.resources import ArchiveResource
+from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
+from mnemo_assets.storage.layout import trades_dataset
+from mnemo_assets.storage.parquet import Batches
+
+TRADES_CODE_VERSION = "1"
+
+
+def build_trades_asset(market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, days_per_batch: int):
+    pegs = settings.pegs
+
+    @asset(
+        key=trades_key(market),
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=days_per_batch),
+        io_manager_key="parquet_io_manager",
+        group_name=group(market),
+        kinds={"polars", "parquet"},
+        code_version=TRADES_CODE_VERSION,
+        pool="archive",
+        description=(
+            f"Normalised Binance {market} trades of pegs {', '.join(pegs)} for one UTC day, "
+            "parsed from the archive's daily zips (checksums verified)."
+        ),
+        metadata={DATASET_KEY: trades_dataset(market), "dagster/column_schema": table_schema(TRADES_SCHEMA)},
+    )
+    def _trades(context: AssetExecutionContext, archive: ArchiveResource):
+        source = archive.source()
+        days = [date.fromisoformat(k) for k in context.partition_keys]
+        context.log.info(f"{market} trades for {days[0]}..{days[-1]} from {source.describe()}")
+        yield Output(
+            ((d.isoformat(), Batches(TRADES_SCHEMA, iter_day_trades(source, market, pegs, d, settings.contracts))) for d in days),
+            metadata={"source": source.describe(), "pegs": ", ".join(pegs)},
+        )
+
+    return _trades

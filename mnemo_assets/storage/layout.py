@@ -1,0 +1,57 @@
+"""The store layout, written down once. The IO manager and the research readers both use it.
+
+::
+
+    {root}/binance/trades/{market}/date=YYYY-MM-DD/part-0.parquet
+    {root}/binance/grids/{market}/last_trade/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
+    {root}/binance/returns/{market}/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
+    {root}/binance/metadata/{market}/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from mnemo_assets.intervals import interval_name
+from mnemo_assets.markets import check_market
+
+#: the one file of a partition; a fixed name makes the replace of a partition atomic
+PART_FILE = "part-0.parquet"
+#: staging folder for atomic writes, below the data root and outside every dataset
+STAGING_DIR = ".staging"
+
+
+def trades_dataset(market: str) -> str:
+    """``binance/trades/{market}``"""
+    return f"binance/trades/{check_market(market)}"
+
+
+def grid_dataset(market: str, interval: str, peg: str) -> str:
+    """``binance/grids/{market}/last_trade/{interval}/peg_symbol={PEG}``
+
+    >>> grid_dataset("spot", "300s", "USDT")
+    'binance/grids/spot/last_trade/5m/peg_symbol=USDT'
+    """
+    return f"binance/grids/{check_market(market)}/last_trade/{interval_name(interval)}/peg_symbol={peg}"
+
+
+def returns_dataset(market: str, interval: str, peg: str) -> str:
+    """``binance/returns/{market}/{interval}/peg_symbol={PEG}``"""
+    return f"binance/returns/{check_market(market)}/{interval_name(interval)}/peg_symbol={peg}"
+
+
+def metadata_dataset(market: str, interval: str, peg: str) -> str:
+    """``binance/metadata/{market}/{interval}/peg_symbol={PEG}``"""
+    return f"binance/metadata/{check_market(market)}/{interval_name(interval)}/peg_symbol={peg}"
+
+
+def partition_dir(dataset: str, day: date | str) -> str:
+    """``{dataset}/date=YYYY-MM-DD``"""
+    key = day if isinstance(day, str) else day.isoformat()
+    date.fromisoformat(key)  # validate
+    return f"{dataset}/date={key}"
+
+
+def partition_file(dataset: str, day: date | str) -> str:
+    """``{dataset}/date=YYYY-MM-DD/part-0.parquet``"""
+    return f"{partition_dir(dataset, day)}/{PART_FILE}"
