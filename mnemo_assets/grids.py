@@ -149,13 +149,15 @@ def last_trade_grid(
 def grid_violations(grid: pl.LazyFrame | pl.DataFrame, grid_interval: str | timedelta) -> dict[str, int]:
     """Rows breaking each grid invariant (0 everywhere for a valid grid).
 
-    Prices: ``low <= open, close, vwap_* <= high`` up to the rounding of the archive's quote
-    quantities (8 decimals per trade), i.e. a slack of ``1e-9·high + trade_count·5e-9 / volume``.
+    Prices: ``low <= open, close, vwap_* <= high`` up to the archive's rounding of quote (spot,
+    USD-M) and base (COIN-M) quantities to 8 decimals per trade: a vwap may lie outside
+    ``[low, high]`` by ``n·5e-9 / volume · (1 + high)`` (``n`` trades), plus ``1e-9·high``.
     """
     interval_us = to_micros(day_interval(grid_interval, "grid interval"))
     g = grid.lazy()
     def outside(col: str, volume: str) -> pl.Expr:
-        s = 1e-9 * pl.col("high").abs() + pl.col("trade_count").cast(pl.Float64) * 5e-9 / pl.col(volume)
+        rounding = pl.col("trade_count").cast(pl.Float64) * 5e-9 / pl.col(volume)
+        s = 1e-9 * pl.col("high").abs() + rounding * (1.0 + pl.col("high").abs())
         return ((pl.col(col) < pl.col("low") - s) | (pl.col(col) > pl.col("high") + s)).fill_null(False)
 
     counts = g.select(

@@ -1,0 +1,77 @@
+"""Independent, slow, obvious implementations of SPEC.md used as test oracles (plain Python loops)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1)
+
+
+def to_us(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def grid_oracle(trades: list[dict], interval_us: int) -> list[dict]:
+    """SPEC.md's last-trade grid, one trade at a time. Rows sorted by (symbol, peg, time)."""
+    buckets: dict[tuple, list[dict]] = defaultdict(list)
+    for tr in trades:
+        b = to_us(tr["time"]) // interval_us * interval_us
+        buckets[(tr["symbol"], tr["peg_symbol"], b)].append(tr)
+    rows = []
+    for (symbol, peg, b), group in sorted(buckets.items()):
+        ordered = sorted(group, key=lambda tr: (tr["time"], tr["trade_id"]))
+        buy = [tr for tr in group if not tr["is_buyer_maker"]]
+        sell = [tr for tr in group if tr["is_buyer_maker"]]
+        vb = sum(tr["qty"] for tr in group)
+        vq = sum(tr["quote_qty"] for tr in group)
+        bq = sum(tr["quote_qty"] for tr in buy)
+        sq = sum(tr["quote_qty"] for tr in sell)
+        bb = sum(tr["qty"] for tr in buy)
+        sb = sum(tr["qty"] for tr in sell)
+        start = from_us(b)
+        rows.append(
+            {
+                "symbol": symbol,
+                "date": start.date(),
+                "time": start,
+                "peg_symbol": peg,
+                "open": ordered[0]["price"],
+                "high": max(tr["price"] for tr in group),
+                "low": min(tr["price"] for tr in group),
+                "close": ordered[-1]["price"],
+                "volume_base": vb,
+                "volume_quote": vq,
+                "trade_count": len(group),
+                "last_trade_time": max(tr["time"] for tr in group),
+                "taker_buy_volume_quote": bq,
+                "taker_sell_volume_quote": sq,
+                "vwap_taker_buy": bq / bb if buy else None,
+                "vwap_taker_sell": sq / sb if sell else None,
+                "vwap_total_by_base": vq / vb,
+                "taker_buy_volume_base": bb,
+                "taker_sell_volume_base": sb,
+            }
+        )
+    return rows
+
+
+def assert_rows_close(actual: list[dict], expected: list[dict], rel: float = 1e-9) -> None:
+    """Row-by-row equality; floats within ``rel`` (sums may differ in the last bits)."""
+    assert len(actual) == len(expected), f"{len(actual)} rows, expected {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        assert list(a) == list(e), f"row {i}: columns {list(a)} != {list(e)}"
+        for col in e:
+            av, ev = a[col], e[col]
+            if isinstance(ev, float) and av is not None and ev is not None:
+                if math.isnan(ev):
+                    assert math.isnan(av), f"row {i} {col}: {av} != NaN"
+                else:
+                    assert math.isclose(av, ev, rel_tol=rel, abs_tol=1e-12), f"row {i} {col}: {av} != {ev}"
+            else:
+                assert av == ev, f"row {i} {col}: {av!r} != {ev!r}"
