@@ -1,0 +1,156 @@
+"""Research readers over the store, with the seed notebooks' names and methods.
+
+>>> import mnemo_assets as ma
+>>> ds = ma.binance.BinanceLastTradesGrid("USDT", "10m", ma.DatasetType.BinanceSpotTrades)  # doctest: +SKIP
+>>> df = ds[ds.partitions[30:50]].collect()  # doctest: +SKIP
+
+Every read gives ``symbol`` as one ``pl.Enum`` over the sorted symbols of the dataset (all its
+days), so frames of different days always concatenate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+from upath import UPath
+
+from mnemo_assets.intervals import interval_name
+from mnemo_assets.markets import DatasetType
+from mnemo_assets.storage.layout import grid_dataset, trades_dataset
+from mnemo_assets.storage.parquet import existing_days, footer_symbols, scan_days, symbol_enum
+
+
+def _default_root() -> str:
+    from mnemo_assets.config import load_settings
+
+    return load_settings().data_root
+
+
+def _as_day(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        return date.fromisoformat(value)
+    raise TypeError(f"a partition is a date or 'YYYY-MM-DD', got {value!r}")
+
+
+class ParquetDataset:
+    """A daily-partitioned dataset of the store: ``{root}/{dataset}/date=YYYY-MM-DD/*.parquet``."""
+
+    def __init__(self, dataset: str, root: str | None = None, schema: pl.Schema | None = None):
+        self.root = UPath(root if root is not None else _default_root())
+        self.dataset = dataset
+        self._schema = schema
+        self._footers: dict[date, tuple[str, ...]] = {}
+
+    @property
+    def path(self) -> UPath:
+        """The dataset folder."""
+        return self.root / self.dataset
+
+    @property
+    def glob(self) -> str:
+        """``{path}/date=*/*.parquet``, for ``pl.scan_parquet`` (symbols read back as strings)."""
+        return f"{self.path}/date=*/*.parquet"
+
+    @property
+    def partitions(self) -> list[date]:
+        """The stored days, sorted."""
+        return existing_days(self.root, self.dataset)
+
+    def _symbols_by_day(self, days: Sequence[date]) -> dict[date, tuple[str, ...]]:
+        todo = [d for d in days if d not in self._footers]
+        if todo:
+            self._footers.update(footer_symbols(self.root, self.dataset, todo))
+        return {d: self._footers[d] for d in days}
+
+    def refresh(self) -> None:
+        """Forget cached footers (after partitions were re-materialized)."""
+        self._footers.clear()
+
+    @property
+    def symbol_enum(self) -> pl.Enum:
+        """``pl.Enum`` over the sorted symbols of every stored day."""
+        return symbol_enum(self._symbols_by_day(self.partitions).values())
+
+    def universe(self) -> pl.DataFrame:
+        """``(symbol, date)`` pairs with data, sorted; read from file footers only."""
+        by_day = self._symbols_by_day(self.partitions)
+        enum = symbol_enum(by_day.values())
+        rows = [(s, d) for d, symbols in by_day.items() for s in symbols]
+        frame = pl.DataFrame(rows, schema={"symbol": pl.String, "date": pl.Date}, orient="row")
+        return frame.with_columns(pl.col("symbol").cast(enum)).sort("symbol", "date")
+
+    def cast_symbol_col_to_enum(self, frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame | pl.LazyFrame:
+        """Cast a frame's ``symbol`` to this dataset's Enum (unknown symbols raise)."""
+        return frame.with_columns(pl.col("symbol").cast(pl.String).cast(self.symbol_enum))
+
+    def lazyframe(self, start: date | str | None = None, end: date | str | None = None) -> pl.LazyFrame:
+        """All stored days (or ``[start, end)``) as one ``LazyFrame``, ``symbol`` as the dataset Enum."""
+        days = self.partitions
+        if start is not None:
+            days = [d for d in days if d >= _as_day(start)]
+        if end is not None:
+            days = [d for d in days if d < _as_day(end)]
+        return self._scan(days)
+
+    def _scan(self, days: Sequence[date]) -> pl.LazyFrame:
+        if not days and self._schema is None:
+            stored = self.partitions
+            if stored:
+                return self._scan(stored[:1]).head(0)
+        return scan_days(self.root, self.dataset, days, enum=self.symbol_enum, schema=self._schema)
+
+    def __getitem__(self, partitions: date | str | Iterable[date | str] | slice) -> pl.LazyFrame:
+        """A ``LazyFrame`` of the given days (a day, a list of days, or a slice of :attr:`partitions`)."""
+        if isinstance(partitions, slice):
+            days = self.partitions[partitions]
+        elif isinstance(partitions, (date, str)):
+            days = [_as_day(partitions)]
+        else:
+            days = [_as_day(p) for p in partitions]
+        return self._scan(sorted(set(days)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+class BinanceLastTradesGrid(ParquetDataset):
+    """Last-trade grid of one market and peg at one interval (the seed's reader).
+
+    ``parquet_names`` and ``num_workers`` are accepted for compatibility with the seed notebooks
+    (polars reads in parallel on its own).
+    """
+
+    def __init__(
+        self,
+        peg_symbol: str,
+        grid_interval: str | timedelta,
+        dataset_type: DatasetType = DatasetType.BinanceSpotTrades,
+        root: str | None = None,
+        parquet_names: str = "*.parquet",
+        num_workers: int | None = None,
+        **_: Any,
+    ):
+        from mnemo_assets.grids import GRID_SCHEMA
+
+        self.peg_symbol = peg_symbol
+        self.grid_interval = interval_name(grid_interval)
+        self.dataset_type = DatasetType.from_market(dataset_type)
+        self.parquet_names = parquet_names
+        super().__init__(grid_dataset(self.dataset_type.market, self.grid_interval, peg_symbol), root, GRID_SCHEMA)
+
+
+class BinanceTrades(ParquetDataset):
+    """Normalised trades of one market (all configured pegs)."""
+
+    def __init__(self, dataset_type: DatasetType = DatasetType.BinanceSpotTrades, root: str | None = None):
+        from mnemo_assets.binance.parse import TRADES_SCHEMA
+
+        self.dataset_type = DatasetType.from_market(dataset_type)
+        super().__init__(trades_dataset(self.dataset_type.market), root, TRADES_SCHEMA)
