@@ -157,6 +157,8 @@ def parse_trades_csv(data: bytes, pair: str, market: str, where: str, pegs: Iter
         raise TradesParseError(f"{where}: pair {pair!r} ends with none of the pegs {sorted(pegs or KNOWN_QUOTES)}")
     symbol, peg = split
     expected = _COLUMNS[market]
+    if not data.strip():
+        return pl.DataFrame(schema=TRADES_SCHEMA)
     data, has_header, names = _read_csv_bytes(data, where)
     if names is not None and names != expected[: len(names)]:
         raise TradesParseError(f"{where}: header {names} does not match the {market} layout {expected}")

@@ -133,8 +133,9 @@ def test_corrupt_zip(tmp_path):
         read_trades_file(path, "spot")
 
 
-def test_empty_file(tmp_path):
-    df = read_trades_file(make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", ""), "spot")
+@pytest.mark.parametrize("text", ["", "\n", "id,price,qty,quote_qty,time,is_buyer_maker\n"])
+def test_empty_file(tmp_path, text):
+    df = read_trades_file(make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", text), "um")
     assert df.height == 0 and df.schema == TRADES_SCHEMA
 
 
