@@ -30,7 +30,7 @@ def _from_literal(expr: pl.Expr) -> object:
     return value
 
 
-def to_timedelta(interval: str | timedelta | pl.Expr) -> timedelta:
+def to_timedelta(interval: str | timedelta | pl.Expr, allow_zero: bool = False) -> timedelta:
     """Parse an interval given as a polars duration string, a timedelta or ``pl.lit(...)``.
 
     >>> to_timedelta("10m")
@@ -51,21 +51,21 @@ def to_timedelta(interval: str | timedelta | pl.Expr) -> timedelta:
                 break
             total += int(match.group(1)) * _UNITS_US[match.group(2)]
             pos = match.end()
-        if pos != len(text) or not text:
+        if text != "0" and (pos != len(text) or not text):
             raise ValueError(
                 f"cannot parse interval {interval!r}: use a polars duration such as '5s', '10m', '1h', '7d'"
             )
         td = timedelta(microseconds=total)
     else:
         raise TypeError(f"interval must be a duration string, a timedelta or pl.lit(...), got {type(interval).__name__}")
-    if td <= timedelta(0):
+    if td < timedelta(0) or (td == timedelta(0) and not allow_zero):
         raise ValueError(f"interval must be positive, got {interval!r}")
     return td
 
 
-def to_micros(interval: str | timedelta | pl.Expr) -> int:
+def to_micros(interval: str | timedelta | pl.Expr, allow_zero: bool = False) -> int:
     """The interval in whole microseconds."""
-    td = to_timedelta(interval)
+    td = to_timedelta(interval, allow_zero)
     return (td.days * 86_400 + td.seconds) * 1_000_000 + td.microseconds
 
 

@@ -75,3 +75,36 @@ def assert_rows_close(actual: list[dict], expected: list[dict], rel: float = 1e-
                     assert math.isclose(av, ev, rel_tol=rel, abs_tol=1e-12), f"row {i} {col}: {av} != {ev}"
             else:
                 assert av == ev, f"row {i} {col}: {av!r} != {ev!r}"
+
+
+def mark_oracle(backend: list[dict], symbol: str, t: datetime, fair: str, time: str):
+    """(mark time, mark fair) of ``symbol`` at ``t``: largest time <= t, ties: last in backend order."""
+    best = None
+    for row in backend:
+        if row["symbol"] == symbol and row[time] is not None and row[time] <= t:
+            if best is None or row[time] >= best[time]:
+                best = row
+    return None if best is None else (best[time], best[fair])
+
+
+def returns_oracle(queries: list[dict], backend: list[dict], start: str, duration: timedelta, tolerance: timedelta,
+                   fair: str = "vwap_total_by_base", time: str = "last_trade_time") -> list[dict]:
+    """SPEC.md's ReturnsEngine.query, one query row at a time."""
+    out = []
+    for q in queries:
+        t0 = q[start]
+        row = dict(q)
+        if t0 is None or q["symbol"] is None:
+            row["max_tick_to_query_lag"], row["return"] = None, None
+            out.append(row)
+            continue
+        t1 = t0 + duration
+        m0 = mark_oracle(backend, q["symbol"], t0, fair, time)
+        m1 = mark_oracle(backend, q["symbol"], t1, fair, time)
+        lags = [t - m[0] for t, m in ((t0, m0), (t1, m1)) if m is not None]
+        f0 = m0[1] if m0 is not None and t0 - m0[0] <= tolerance else None
+        f1 = m1[1] if m1 is not None and t1 - m1[0] <= tolerance else None
+        row["max_tick_to_query_lag"] = max(lags) if lags else None
+        row["return"] = f1 / f0 - 1 if f0 is not None and f1 is not None else None
+        out.append(row)
+    return out

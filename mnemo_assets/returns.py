@@ -1,0 +1,221 @@
+"""Marks and forward returns: pure polars, no Dagster.
+
+The **mark** of a symbol at instant ``t`` is the backend row of that symbol with the largest
+time ``T <= t`` (ties: the last row in backend order); its lag is ``t - T``; its fair price
+counts only when ``lag <= tolerance``. For a query with start ``t0`` and ``t1 = t0 + d``:
+``return = F(mark at t1) / F(mark at t0) - 1`` and ``max_tick_to_query_lag`` is the larger of
+the lags that exist. See SPEC.md "Marks and returns" and "Gridded returns".
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import polars as pl
+
+from mnemo_assets.intervals import day_interval, to_micros
+
+_RID = "__mnemo_rid"
+_SYM = "__mnemo_sym"
+_T0 = "__mnemo_t0"
+_T1 = "__mnemo_t1"
+MARK_TIME = "__mnemo_mark_time"
+MARK_FAIR = "__mnemo_mark_fair"
+
+RETURNS_SCHEMA = pl.Schema(
+    {
+        "symbol": pl.String,  # pl.Enum when read back
+        "date": pl.Date,
+        "returns_grid_time": pl.Datetime("us"),
+        "max_tick_to_query_lag": pl.Duration("us"),
+        "return": pl.Float64,
+    }
+)
+
+
+def key_dtype(dtype: pl.DataType) -> pl.DataType:
+    """The join key dtype for a backend symbol dtype: its Enum, else String."""
+    return dtype if isinstance(dtype, pl.Enum) else pl.String
+
+
+def prepare_backend(
+    backend: pl.LazyFrame | pl.DataFrame,
+    fair_expr: pl.Expr = pl.col("vwap_total_by_base"),
+    time_expr: pl.Expr = pl.col("last_trade_time"),
+) -> pl.LazyFrame:
+    """``(symbol, mark time, mark fair)`` of a backend, sorted by symbol and time (stable, so
+    rows with equal times keep backend order and the as-of join takes the last of them)."""
+    lf = backend.lazy()
+    sym = lf.collect_schema()["symbol"]
+    return (
+        lf.select(
+            pl.col("symbol").cast(key_dtype(sym)),
+            time_expr.cast(pl.Datetime("us")).alias(MARK_TIME),
+            fair_expr.cast(pl.Float64).alias(MARK_FAIR),
+        )
+        .filter(pl.col(MARK_TIME).is_not_null())
+        .sort("symbol", MARK_TIME, maintain_order=True)
+    )
+
+
+def query_marks(
+    query: pl.LazyFrame | pl.DataFrame,
+    prepared: pl.LazyFrame,
+    start_time_expr: pl.Expr,
+    mark_duration: str | timedelta | pl.Expr,
+    tick_lag_tolerance: str | timedelta | pl.Expr,
+    append_lag: bool = True,
+) -> pl.LazyFrame:
+    """Forward returns of every query row against a :func:`prepare_backend` frame.
+
+    Keeps every query row, its columns and its order, then appends ``max_tick_to_query_lag``
+    (unless ``append_lag=False``) and ``return``.
+    """
+    duration_us = to_micros(mark_duration)
+    tolerance_us = to_micros(tick_lag_tolerance, allow_zero=True)
+    q = query.lazy()
+    columns = q.collect_schema().names()
+    for reserved in ("max_tick_to_query_lag", "return"):
+        if reserved in columns:
+            raise ValueError(f"the query already has a {reserved!r} column")
+    key = prepared.collect_schema()["symbol"]
+    q = q.with_row_index(_RID).with_columns(
+        pl.col("symbol").cast(pl.String).cast(key, strict=False).alias(_SYM),
+        start_time_expr.cast(pl.Datetime("us")).alias(_T0),
+    ).with_columns((pl.col(_T0) + pl.duration(microseconds=duration_us)).alias(_T1))
+    # t1 = t0 + constant: one sort by (symbol, t0) orders both lookups
+    keys = q.select(_RID, _SYM, _T0, _T1).filter(pl.col(_SYM).is_not_null() & pl.col(_T0).is_not_null()).sort(_SYM, _T0)
+    right = prepared.rename({"symbol": _SYM})
+    tol = pl.duration(microseconds=tolerance_us)
+
+    def lookup(on: str, suffix: str) -> list[pl.Expr]:
+        lag = pl.col(on) - pl.col(MARK_TIME)
+        return [lag.alias(f"lag{suffix}"), pl.when(lag <= tol).then(pl.col(MARK_FAIR)).alias(f"fair{suffix}")]
+
+    lag1 = pl.col(_T1) - pl.col(MARK_TIME)
+    marks = (
+        keys.join_asof(right, left_on=_T0, right_on=MARK_TIME, by=_SYM, strategy="backward", check_sortedness=False)
+        .select(_RID, _SYM, _T1, *lookup(_T0, "0"))
+        .join_asof(right, left_on=_T1, right_on=MARK_TIME, by=_SYM, strategy="backward", check_sortedness=False)
+        .select(
+            _RID,
+            # the larger of the lags that exist (max_horizontal skips nulls)
+            pl.max_horizontal("lag0", lag1).alias("max_tick_to_query_lag"),
+            (pl.when(lag1 <= tol).then(pl.col(MARK_FAIR)) / pl.col("fair0") - 1.0).alias("return"),
+        )
+    )
+    out = q.join(marks, on=_RID, how="left", maintain_order="left").drop(_RID, _SYM, _T0, _T1)
+    if not append_lag:
+        out = out.drop("max_tick_to_query_lag")
+    return out
+
+
+def returns_grid(universe: pl.LazyFrame | pl.DataFrame, returns_interval: str | timedelta) -> pl.LazyFrame:
+    """Query times: every ``(symbol, date)`` of a universe × ``{date + kΔr : 0 <= k < 1d/Δr}``."""
+    step_us = to_micros(day_interval(returns_interval, "returns interval"))
+    return (
+        universe.lazy()
+        .select("symbol", "date")
+        .with_columns(
+            pl.datetime_ranges(
+                pl.col("date").cast(pl.Datetime("us")),
+                pl.col("date").cast(pl.Datetime("us")) + pl.duration(days=1),
+                interval=f"{step_us}us",
+                closed="left",
+            ).alias("returns_grid_time")
+        )
+        .explode("returns_grid_time")
+    )
+
+
+def gridded_returns(
+    grid: pl.LazyFrame | pl.DataFrame,
+    start_date: date,
+    end_date: date,
+    returns_interval: str | timedelta = "10m",
+    tick_lag_tolerance: str | timedelta | None = None,
+    carry_in: pl.LazyFrame | pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Gridded forward returns for the days in ``[start_date, end_date)`` (SPEC.md).
+
+    One row per symbol of the universe of each day (symbols with a grid row that day) and
+    every ``s = D + kΔr``; marks from ``grid`` at ``s`` and ``s + Δr`` with tolerance
+    ``tick_lag_tolerance`` (default ``Δr``). Rows sorted by ``(symbol, returns_grid_time)``.
+    For results equal to one computation over all days, ``grid`` must hold the days
+    ``start_date − 1`` to ``end_date``; ``carry_in`` may add, per symbol, its last grid row
+    from before those days (what a stale mark's lag needs).
+
+    >>> gridded_returns(grid, date(2025, 1, 1), date(2025, 1, 2))  # doctest: +SKIP
+    """
+    interval = day_interval(returns_interval, "returns interval")
+    tolerance = interval if tick_lag_tolerance is None else tick_lag_tolerance
+    lf = grid.lazy()
+    start = datetime(start_date.year, start_date.month, start_date.day)
+    end = datetime(end_date.year, end_date.month, end_date.day)
+    sym = lf.collect_schema()["symbol"]
+    universe = (
+        lf.filter((pl.col("date") >= start_date) & (pl.col("date") < end_date))
+        .select(pl.col("symbol"), pl.col("date"))
+        .unique()
+    )
+    queries = returns_grid(universe, interval).filter(
+        (pl.col("returns_grid_time") >= start) & (pl.col("returns_grid_time") < end)
+    )
+    backend = lf
+    if carry_in is not None:
+        cols = backend.collect_schema().names()
+        extra = carry_in.lazy().select(cols).with_columns(pl.col("symbol").cast(sym))
+        backend = pl.concat([extra, backend], how="vertical")
+    prepared = prepare_backend(backend)
+    result = query_marks(queries, prepared, pl.col("returns_grid_time"), interval, tolerance, append_lag=True)
+    return (
+        result.select("symbol", "date", "returns_grid_time", "max_tick_to_query_lag", "return")
+        .sort("symbol", "returns_grid_time")
+        .collect()
+    )
+
+
+def last_rows_before(
+    backend: pl.LazyFrame | pl.DataFrame,
+    before: datetime,
+    fair_expr: pl.Expr = pl.col("vwap_total_by_base"),
+    time_expr: pl.Expr = pl.col("last_trade_time"),
+) -> pl.LazyFrame:
+    """Per symbol, the mark row (time, fair) with the largest time ``< before``; ties: the last
+    row in backend order. A streaming aggregation over three columns."""
+    lf = backend.lazy()
+    sym = lf.collect_schema()["symbol"]
+    rows = lf.select(
+        pl.col("symbol").cast(key_dtype(sym)),
+        time_expr.cast(pl.Datetime("us")).alias(MARK_TIME),
+        fair_expr.cast(pl.Float64).alias(MARK_FAIR),
+    ).with_row_index(_RID)
+    key = pl.col(MARK_TIME).cast(pl.Int64).cast(pl.Int128) * (2**64) + pl.col(_RID).cast(pl.Int128)
+    return (
+        rows.filter(pl.col(MARK_TIME) < before)
+        .group_by("symbol")
+        .agg(pl.col(MARK_TIME).max(), pl.col(MARK_FAIR).max_by(key))
+    )
+
+
+def pruned_backend(
+    backend: pl.LazyFrame | pl.DataFrame,
+    start: datetime,
+    end: datetime,
+    fair_expr: pl.Expr = pl.col("vwap_total_by_base"),
+    time_expr: pl.Expr = pl.col("last_trade_time"),
+) -> pl.LazyFrame:
+    """A :func:`prepare_backend` frame holding only what marks in ``[start, end]`` can use: the
+    rows with time in ``[start, end]`` (days pruned through the ``date`` column when there is
+    one) and, per symbol, its last row before ``start``. Marks are identical to the full
+    backend's."""
+    lf = backend.lazy()
+    window = lf
+    if "date" in lf.collect_schema():
+        window = window.filter(
+            (pl.col("date") >= (start - timedelta(days=1)).date()) & (pl.col("date") <= (end + timedelta(days=1)).date())
+        )
+    t = time_expr.cast(pl.Datetime("us"))
+    window = window.filter((t >= start) & (t <= end))
+    carry = last_rows_before(lf, start, fair_expr, time_expr)
+    return pl.concat([carry, prepare_backend(window, fair_expr, time_expr)]).sort("symbol", MARK_TIME, maintain_order=True)
