@@ -19,21 +19,12 @@ def _parse_day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
 
 
-def _batches(start: date, end: date, size: int) -> list[tuple[date, date]]:
-    out = []
-    day = start
-    while day <= end:
-        last = min(end, day + timedelta(days=size - 1))
-        out.append((day, last))
-        day = last + timedelta(days=1)
-    return out
-
-
 def cmd_materialize(args: argparse.Namespace) -> int:
     from dagster import AssetSelection, materialize
     from tqdm.auto import tqdm
 
     from mnemo_assets.config import load_settings
+    from mnemo_assets.defs.planning import batches, feasible_days, phases
     from mnemo_assets.definitions import build_definitions
     from mnemo_assets.instance import get_instance
 
@@ -55,24 +46,33 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         print(f"mnemo: --select {args.select} matches no asset", file=sys.stderr)
         return 2
     instance = get_instance()
-    batches = _batches(start, end, args.days_per_batch or settings.backfill.days_per_batch)
+    plan = phases(defs, selected)
+    all_days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
+    size = args.days_per_batch or settings.backfill.days_per_batch
     print(
-        f"mnemo: materializing {len(selected)} assets for {start}..{end} ({len(batches)} run(s)) "
+        f"mnemo: materializing {len(selected)} assets for {start}..{end} in {len(plan)} phase(s) "
         f"from the {settings.source.kind} source into {settings.data_root}; runs recorded in {instance.root_directory}"
     )
     failed = 0
-    for lo, hi in tqdm(batches, desc="runs", unit="run", disable=args.quiet):
-        tags = {
-            "dagster/asset_partition_range_start": lo.isoformat(),
-            "dagster/asset_partition_range_end": hi.isoformat(),
-            "mnemo/command": "materialize",
-        }
-        result = materialize(
-            assets, selection=selection, instance=instance, tags=tags, resources=defs.resources, raise_on_error=False
-        )
-        if not result.success:
-            failed += 1
-            print(f"mnemo: run {result.run_id} for {lo}..{hi} failed; see `dagster dev` or the log above", file=sys.stderr)
+    for number, phase in enumerate(plan, 1):
+        days, waiting = feasible_days(defs, phase, all_days, settings.data_root, settings.start_date)
+        for day, reason in sorted(waiting.items()):
+            print(f"mnemo: phase {number}: skipping {day}: {reason}")
+        runs = batches(days, size)
+        for lo, hi in tqdm(runs, desc=f"phase {number}/{len(plan)}", unit="run", disable=args.quiet or not runs):
+            tags = {
+                "dagster/asset_partition_range_start": lo.isoformat(),
+                "dagster/asset_partition_range_end": hi.isoformat(),
+                "mnemo/command": "materialize",
+            }
+            result = materialize(
+                assets, selection=phase.keys, instance=instance, tags=tags, resources=defs.resources, raise_on_error=False
+            )
+            if not result.success:
+                failed += 1
+                print(f"mnemo: run {result.run_id} for {lo}..{hi} failed; see the log above or `dagster dev`", file=sys.stderr)
+        if failed:
+            break
     if failed:
         return 1
     print(f"mnemo: done. Data in {settings.data_root}; run `dagster dev` to browse runs and lineage.")

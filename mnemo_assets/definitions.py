@@ -10,7 +10,8 @@ from dagster import Definitions
 from mnemo_assets.config import Settings, load_settings
 from mnemo_assets.defs.grids import build_grid_asset
 from mnemo_assets.defs.partitions import daily_partitions
-from mnemo_assets.defs.resources import ArchiveResource, io_manager_from_settings
+from mnemo_assets.defs.resources import ArchiveResource, StoreResource, io_manager_from_settings
+from mnemo_assets.defs.returns import build_returns_asset
 from mnemo_assets.defs.trades import build_trades_asset
 
 
@@ -23,6 +24,8 @@ def build_assets(settings: Settings) -> list:
         for peg in market_settings.pegs:
             for interval in settings.grids.intervals:
                 assets.append(build_grid_asset(market, peg, interval, partitions, batch))
+            for interval in settings.returns.intervals:
+                assets.append(build_returns_asset(market, peg, interval, settings.returns.grid_interval, partitions, batch))
     return assets
 
 
@@ -34,6 +37,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         resources={
             "archive": ArchiveResource.from_settings(settings),
             "parquet_io_manager": io_manager_from_settings(settings),
+            "store": StoreResource(base_dir=settings.data_root),
         },
     )
 

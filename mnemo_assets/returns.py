@@ -219,3 +219,43 @@ def pruned_backend(
     window = window.filter((t >= start) & (t <= end))
     carry = last_rows_before(lf, start, fair_expr, time_expr)
     return pl.concat([carry, prepare_backend(window, fair_expr, time_expr)]).sort("symbol", MARK_TIME, maintain_order=True)
+
+
+def returns_violations(
+    returns: pl.DataFrame, grid: pl.LazyFrame | pl.DataFrame, returns_interval: str | timedelta, tolerance_us: int | None = None
+) -> dict[str, int]:
+    """Rows of gridded returns breaking their invariants (0 everywhere when valid).
+
+    ``null_iff_mark_missing_or_stale``: a non-null return needs both marks within tolerance; a
+    null return with every existing lag within tolerance must have a missing mark or a null
+    fair price, recomputed here independently by a plain join on the grid.
+    """
+    step_us = to_micros(returns_interval)
+    tol = pl.duration(microseconds=step_us if tolerance_us is None else tolerance_us)
+    lag = pl.col("max_tick_to_query_lag")
+    counts = {
+        "lags_non_negative": int(returns.select((lag < pl.duration(microseconds=0)).sum()).item() or 0),
+    }
+    fresh_but_null = returns.filter(pl.col("return").is_null() & (lag <= tol))
+    bad_non_null = returns.filter(pl.col("return").is_not_null() & (lag.is_null() | (lag > tol))).height
+    unexplained = 0
+    if fresh_but_null.height:
+        q = fresh_but_null.select(
+            pl.col("symbol").cast(pl.String),
+            pl.col("returns_grid_time").alias("t0"),
+            (pl.col("returns_grid_time") + pl.duration(microseconds=step_us)).alias("t1"),
+        ).with_row_index("row")
+        marks = grid.lazy().select(
+            pl.col("symbol").cast(pl.String), pl.col("last_trade_time").alias("T"), pl.col("vwap_total_by_base").alias("F")
+        ).with_row_index("order")
+        found = []
+        for t in ("t0", "t1"):
+            m = (
+                q.lazy().join(marks, on="symbol").filter(pl.col("T") <= pl.col(t))
+                .sort("T", "order").group_by("row").agg(pl.col("F").last().alias(f"F_{t}"))
+            )
+            found.append(m)
+        joined = q.lazy().join(found[0], on="row", how="left").join(found[1], on="row", how="left").collect()
+        unexplained = joined.filter(pl.col("F_t0").is_not_null() & pl.col("F_t1").is_not_null()).height
+    counts["null_iff_mark_missing_or_stale"] = bad_non_null + unexplained
+    return counts

@@ -154,3 +154,27 @@ class BinanceTrades(ParquetDataset):
 
         self.dataset_type = DatasetType.from_market(dataset_type)
         super().__init__(trades_dataset(self.dataset_type.market), root, TRADES_SCHEMA)
+
+
+def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterable[str], time_col: str = "last_trade_time") -> pl.DataFrame | None:
+    """Per symbol, its last row stored on a day before ``before`` (footers find the day; only
+    those days are read). ``None`` when no symbol has an earlier day."""
+    needed = set(symbols)
+    days = [d for d in dataset.partitions if d < before]
+    wanted: dict[date, set[str]] = {}
+    for day in reversed(days):
+        if not needed:
+            break
+        have = needed.intersection(dataset._symbols_by_day([day])[day])
+        if have:
+            wanted[day] = have
+            needed -= have
+    if not wanted:
+        return None
+    frames = []
+    for day, syms in wanted.items():
+        frame = dataset[[day]].filter(pl.col("symbol").cast(pl.String).is_in(sorted(syms))).with_row_index("__row")
+        frames.append(
+            frame.sort(time_col, "__row").group_by("symbol", maintain_order=True).last().drop("__row").collect()
+        )
+    return pl.concat(frames)

@@ -11,5 +11,13 @@ def grid_key(market: str, peg: str, interval: str) -> AssetKey:
     return AssetKey(["binance", market, peg.lower(), f"grid_{interval}"])
 
 
+def returns_key(market: str, peg: str, interval: str) -> AssetKey:
+    return AssetKey(["binance", market, peg.lower(), f"returns_{interval}"])
+
+
+def metadata_key(market: str, peg: str, interval: str) -> AssetKey:
+    return AssetKey(["binance", market, peg.lower(), f"metadata_{interval}"])
+
+
 def group(market: str) -> str:
     return f"binance_{market}"

@@ -51,8 +51,10 @@ class ArchiveResource(ConfigurableResource):
 
             from mnemo_assets.binance.synthetic import SyntheticArchive
 
+            # one cache folder per configuration, so editing the config never meets stale zips
+            folder = f"seed{self.seed}-pairs{self.n_pairs}-tpd{self.trades_per_day}-from{self.synthetic_start}"
             return SyntheticArchive(
-                Path(self.synthetic_dir), seed=self.seed, n_pairs=self.n_pairs,
+                Path(self.synthetic_dir) / folder, seed=self.seed, n_pairs=self.n_pairs,
                 trades_per_day=self.trades_per_day, start=date.fromisoformat(self.synthetic_start),
             )
         raise ValueError(f"unknown archive source {self.kind!r}: expected synthetic, http or mirror")
@@ -74,6 +76,13 @@ class ArchiveResource(ConfigurableResource):
             trades_per_day=src.synthetic.trades_per_day,
             synthetic_start=src.synthetic.start.isoformat(),
         )
+
+
+class StoreResource(ConfigurableResource):
+    """The parquet store's root, for assets that read beyond their declared inputs (a grid's
+    stale marks from before the returns window)."""
+
+    base_dir: str
 
 
 def io_manager_from_settings(settings: Settings) -> HiveParquetIOManager:

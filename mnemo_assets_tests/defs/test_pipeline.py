@@ -18,9 +18,15 @@ from mnemo_assets_tests.defs.conftest import small_settings
 RANGE = {"dagster/asset_partition_range_start": "2024-12-31", "dagster/asset_partition_range_end": "2025-01-01"}
 
 
-def run(settings, instance=None, **kwargs):
+def run(settings, instance=None, selection=None, **kwargs):
+    """Materialize in process; by default trades and grids only (returns need D+1)."""
     d = build_definitions(settings)
-    return materialize(list(d.assets), resources=d.resources, instance=instance or DagsterInstance.ephemeral(), raise_on_error=False, **kwargs)
+    if selection is None:
+        selection = [k for k in d.resolve_asset_graph().get_all_asset_keys() if "trades" in k.path[-1] or "grid" in k.path[-1]]
+    return materialize(
+        list(d.assets), selection=selection, resources=d.resources, instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=False, **kwargs,
+    )
 
 
 def test_range_run_writes_every_partition_and_all_checks_pass(settings, data_root):

@@ -1,0 +1,102 @@
+"""Gridded returns: one daily-partitioned asset per (market, peg, returns interval).
+
+Partition D reads the grid of D−1 to D+1 (marks near midnight reach both sides) and is not
+computed before D+1's grid exists.
+"""
+
+from datetime import date, timedelta
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from mnemo_assets.binance.datasets import ParquetDataset, last_rows_before_day
+from mnemo_assets.defs.keys import grid_key, group, returns_key
+from mnemo_assets.defs.resources import StoreResource
+from mnemo_assets.defs.windows import require_window
+from mnemo_assets.intervals import to_micros
+from mnemo_assets.returns import RETURNS_SCHEMA, gridded_returns, returns_violations
+from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
+from mnemo_assets.storage.layout import grid_dataset, returns_dataset
+
+RETURNS_CODE_VERSION = "1"
+
+RETURNS_CHECKS = {
+    "row_count": "rows = |universe(D)| × (1 day / interval)",
+    "lags_non_negative": "max_tick_to_query_lag >= 0",
+    "null_iff_mark_missing_or_stale": "a return is null exactly when a mark is missing or stale (or its fair price is null)",
+}
+
+
+def build_returns_asset(
+    market: str, peg: str, interval: str, grid_interval: str, partitions_def: DailyPartitionsDefinition, days_per_batch: int
+):
+    key = returns_key(market, peg, interval)
+    first = partitions_def.start.date()
+
+    @asset(
+        key=key,
+        ins={
+            "grid": AssetIn(
+                grid_key(market, peg, grid_interval),
+                partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=1),
+            )
+        },
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=days_per_batch),
+        io_manager_key="parquet_io_manager",
+        group_name=group(market),
+        kinds={"polars", "parquet"},
+        code_version=RETURNS_CODE_VERSION,
+        description=(
+            f"{interval} forward returns of {market} {peg} symbols on a {interval} grid of query times, "
+            f"marks from the {grid_interval} grid (vwap_total_by_base at last_trade_time, tolerance {interval})."
+        ),
+        metadata={DATASET_KEY: returns_dataset(market, interval, peg), "dagster/column_schema": table_schema(RETURNS_SCHEMA)},
+        check_specs=[AssetCheckSpec(n, asset=key, description=d, blocking=True) for n, d in RETURNS_CHECKS.items()],
+    )
+    def _returns(context: AssetExecutionContext, grid: pl.LazyFrame, store: StoreResource):
+        days = [date.fromisoformat(k) for k in context.partition_keys]
+        received = sorted(date.fromisoformat(k) for k in context.asset_partition_keys_for_input("grid"))
+        require_window(received, days, before=1, after=1, first=first, what=key.to_user_string())
+        # stale marks from before the window: last rows of symbols absent on the window's first day
+        dataset = ParquetDataset(grid_dataset(market, grid_interval, peg), store.base_dir)
+        window_start = received[0]
+        first_day = set(grid.filter(pl.col("date") == window_start).select(pl.col("symbol").cast(pl.String).unique()).collect().to_series().to_list())
+        all_syms = set(grid.select(pl.col("symbol").cast(pl.String).unique()).collect().to_series().to_list())
+        carry = last_rows_before_day(dataset, window_start, all_syms - first_day)
+        failures: dict[str, dict[str, int]] = {n: {} for n in RETURNS_CHECKS}
+        tol_us = to_micros(interval)
+
+        def per_day():
+            for day in days:
+                out = gridded_returns(grid, day, day + timedelta(days=1), interval, carry_in=carry)
+                universe = grid.filter(pl.col("date") == day).select(pl.col("symbol").n_unique()).collect().item()
+                violations = returns_violations(out, grid, interval, tol_us)
+                violations["row_count"] = int(out.height != universe * (86_400_000_000 // to_micros(interval)))
+                for name, count in violations.items():
+                    if count:
+                        failures[name][day.isoformat()] = count
+                yield day.isoformat(), out
+
+        yield Output(per_day(), metadata={"carried_in_symbols": 0 if carry is None else carry.height})
+        for name, desc in RETURNS_CHECKS.items():
+            bad = failures[name]
+            yield AssetCheckResult(
+                check_name=name, asset_key=key, passed=not bad, severity=AssetCheckSeverity.ERROR, description=desc,
+                metadata={"failing_days": MetadataValue.json(bad)} if bad else {"days_checked": len(days)},
+            )
+
+    return _returns
+
