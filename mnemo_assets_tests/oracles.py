@@ -108,3 +108,60 @@ def returns_oracle(queries: list[dict], backend: list[dict], start: str, duratio
         row["return"] = f1 / f0 - 1 if f0 is not None and f1 is not None else None
         out.append(row)
     return out
+
+
+def _window(frame, lo, hi, time_col, closed_hi=False):
+    import polars as pl
+
+    upper = pl.col(time_col) <= hi if closed_hi else pl.col(time_col) < hi
+    return frame.filter((pl.col(time_col) >= lo) & upper)
+
+
+def metadata_oracle(grid, returns, spec, start_date, end_date) -> list[dict]:
+    """SPEC.md's metadata by brute force: for every grid time and symbol, filter the exact
+    window rows and evaluate the spec's expressions on them; quantiles by counting."""
+    import math
+
+    import polars as pl
+
+    g = grid.with_columns(pl.col("symbol").cast(pl.String))
+    r = returns.with_columns(pl.col("symbol").cast(pl.String)) if returns is not None else None
+    by_sym = {s: g.filter(pl.col("symbol") == s).sort("last_trade_time") for s in sorted(set(g["symbol"].to_list()))}
+    r_by_sym = {s: r.filter(pl.col("symbol") == s) for s in by_sym} if r is not None else {}
+    rows = []
+    step = spec.interval
+    t = datetime(start_date.year, start_date.month, start_date.day)
+    end = datetime(end_date.year, end_date.month, end_date.day)
+    while t < end:
+        for sym, frame in by_sym.items():
+            recent = _window(frame, t - spec.max_index_window, t, "last_trade_time")
+            if recent.height == 0:
+                continue
+            row = {"symbol": sym, "grid_time": t, "last_trade_time": recent["last_trade_time"].max()}
+            for w, exprs in spec.index.items():
+                row.update(_window(frame, t - w, t, "last_trade_time").select(exprs).row(0, named=True))
+            for w, exprs in spec.returns.items():
+                src = r_by_sym.get(sym, r.head(0) if r is not None else None)
+                row.update(_window(src, t - w, t - spec.returns_interval, "returns_grid_time", closed_hi=True).select(exprs).row(0, named=True))
+            for k, v in row.items():
+                if isinstance(v, float) and math.isnan(v):
+                    row[k] = None
+            rows.append(row)
+        t += step
+    if spec.quantiles is not None and rows:
+        cols = pl.DataFrame(rows[:1]).select(spec.quantiles).columns
+        by_time: dict = defaultdict(list)
+        for row in rows:
+            by_time[row["grid_time"]].append(row)
+        for group in by_time.values():
+            for c in cols:
+                values = [x[c] for x in group if x[c] is not None]
+                for x in group:
+                    v = x[c]
+                    if v is None:
+                        x[c + "_q"] = None
+                    else:
+                        less = sum(1 for u in values if u < v)
+                        equal = sum(1 for u in values if u == v)
+                        x[c + "_q"] = (less + (equal + 1) / 2) / len(values)
+    return sorted(rows, key=lambda x: (x["symbol"], x["grid_time"]))
