@@ -24,7 +24,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from mnemo_assets.config import load_settings
-    from mnemo_assets.defs.planning import batches, feasible_days, phases
+    from mnemo_assets.defs.execution import run_range
     from mnemo_assets.definitions import build_definitions
     from mnemo_assets.instance import get_instance
 
@@ -39,43 +39,33 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         return 2
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    assets = list(defs.assets or [])
     selection = AssetSelection.all() if not args.select else AssetSelection.from_coercible(args.select)
     selected = selection.resolve(graph)
     if not selected:
         print(f"mnemo: --select {args.select} matches no asset", file=sys.stderr)
         return 2
     instance = get_instance()
-    plan = phases(defs, selected)
-    all_days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
+    days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
     size = args.days_per_batch or settings.backfill.days_per_batch
     print(
-        f"mnemo: materializing {len(selected)} assets for {start}..{end} in {len(plan)} phase(s) "
+        f"mnemo: materializing {len(selected)} assets for {start}..{end} "
         f"from the {settings.source.kind} source into {settings.data_root}; runs recorded in {instance.root_directory}"
     )
-    failed = 0
-    for number, phase in enumerate(plan, 1):
-        days, waiting = feasible_days(defs, phase, all_days, settings.data_root, settings.start_date)
-        for day, reason in sorted(waiting.items()):
-            print(f"mnemo: phase {number}: skipping {day}: {reason}")
-        runs = batches(days, size)
-        for lo, hi in tqdm(runs, desc=f"phase {number}/{len(plan)}", unit="run", disable=args.quiet or not runs):
-            tags = {
-                "dagster/asset_partition_range_start": lo.isoformat(),
-                "dagster/asset_partition_range_end": hi.isoformat(),
-                "mnemo/command": "materialize",
-            }
-            result = materialize(
-                assets, selection=phase.keys, instance=instance, tags=tags, resources=defs.resources, raise_on_error=False
-            )
-            if not result.success:
-                failed += 1
-                print(f"mnemo: run {result.run_id} for {lo}..{hi} failed; see the log above or `dagster dev`", file=sys.stderr)
-        if failed:
-            break
-    if failed:
+    with tqdm(total=len(days) * len(selected), desc="asset-days", unit="day", disable=args.quiet) as bar:
+        summary = run_range(
+            defs, selected, days, settings.data_root, settings.start_date, instance, size,
+            missing_only=selected if args.missing_only else (), tags={"mnemo/command": "materialize"},
+            progress=lambda n: bar.update(n), log=lambda m: print(f"mnemo: {m}", file=sys.stderr),
+        )
+    waiting = sorted({(day, reason) for (_, day), reason in summary.skipped.items()})
+    for day, reason in waiting[:20]:
+        print(f"mnemo: skipped {day}: {reason}")
+    if len(waiting) > 20:
+        print(f"mnemo: ... and {len(waiting) - 20} more skipped asset-days")
+    if summary.failed:
+        print("mnemo: a run failed; see the log above or `dagster dev`", file=sys.stderr)
         return 1
-    print(f"mnemo: done. Data in {settings.data_root}; run `dagster dev` to browse runs and lineage.")
+    print(f"mnemo: done: {len(summary.runs)} run(s). Data in {settings.data_root}; run `dagster dev` to browse runs and lineage.")
     return 0
 
 
@@ -87,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--end", type=_parse_day, help="last day, inclusive (default: start + 6 days)")
     mat.add_argument("--select", help="Dagster asset selection, e.g. 'key:binance/spot/*' (default: everything)")
     mat.add_argument("--days-per-batch", type=int, help="days per run (default: backfill.days_per_batch)")
+    mat.add_argument("--missing-only", action="store_true", help="skip asset-days already stored (default: recompute them)")
     mat.add_argument("--quiet", action="store_true", help="no progress bar")
     mat.set_defaults(func=cmd_materialize)
     return parser

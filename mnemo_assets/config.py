@@ -112,6 +112,8 @@ class MetadataSettings(_Model):
     intervals: tuple[Interval, ...] = ("1h",)
     grid_interval: Interval = "5s"
     returns_interval: Interval = "10m"
+    #: ``module:function`` returning a MetadataSpec, called as ``function(returns_interval, interval)``
+    spec: str = "mnemo_assets.metadata:default_metadata"
 
     @field_validator("intervals")
     @classmethod
@@ -122,6 +124,24 @@ class MetadataSettings(_Model):
     @classmethod
     def _one(cls, value: str) -> str:
         return interval_name(day_interval(value))
+
+    @field_validator("spec")
+    @classmethod
+    def _spec(cls, value: str) -> str:
+        if ":" not in value:
+            raise ValueError(f"metadata.spec {value!r} must be 'module:function'")
+        return value
+
+    def load_spec(self, interval: str):
+        """The MetadataSpec for one metadata interval (imports ``spec``)."""
+        import importlib
+
+        module, _, name = self.spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"metadata.spec {self.spec!r} cannot be imported: {exc}") from exc
+        return factory(self.returns_interval, interval)
 
 
 class BackfillSettings(_Model):

@@ -11,6 +11,7 @@ from mnemo_assets.config import Settings, load_settings
 from mnemo_assets.defs.grids import build_grid_asset
 from mnemo_assets.defs.partitions import daily_partitions
 from mnemo_assets.defs.resources import ArchiveResource, StoreResource, io_manager_from_settings
+from mnemo_assets.defs.metadata import build_metadata_assets
 from mnemo_assets.defs.returns import build_returns_asset
 from mnemo_assets.defs.trades import build_trades_asset
 
@@ -18,6 +19,7 @@ from mnemo_assets.defs.trades import build_trades_asset
 def build_assets(settings: Settings) -> list:
     partitions = daily_partitions(settings.start_date)
     batch = settings.backfill.days_per_batch
+    specs = {interval: settings.metadata.load_spec(interval) for interval in settings.metadata.intervals}
     assets = []
     for market, market_settings in settings.markets.items():
         assets.append(build_trades_asset(market, market_settings, partitions, batch))
@@ -26,6 +28,11 @@ def build_assets(settings: Settings) -> list:
                 assets.append(build_grid_asset(market, peg, interval, partitions, batch))
             for interval in settings.returns.intervals:
                 assets.append(build_returns_asset(market, peg, interval, settings.returns.grid_interval, partitions, batch))
+            for interval in settings.metadata.intervals:
+                assets += build_metadata_assets(
+                    market, peg, interval, settings.metadata.grid_interval, settings.metadata.returns_interval,
+                    specs[interval], partitions, batch,
+                )
     return assets
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import polars as pl
@@ -71,3 +72,113 @@ class ReturnsEngine:
         else:
             backend = prepare_backend(self.backend_db, self.backend_fair_expr, self.backend_time_expr)
         return query_marks(query, backend, start_time_expr, mark_duration, tick_lag_tolerance, append_lag)
+
+
+class MetadataEngine:
+    """Rolling metadata over a grid dataset, in notebooks (the seed's ``MetadataEngine``).
+
+    ``compute(recompute=False, days_per_batch=30)`` materializes the metadata asset of the
+    dataset's market and peg (and whatever it needs that is missing) through Dagster, recorded
+    in ``$DAGSTER_HOME``; :meth:`compute_range` computes a range directly from the store
+    without writing anything. ``path``, when given, is the store root.
+
+    >>> me = MetadataEngine(backend_dataset=BinanceLastTradesGrid("USDT", "5s"))  # doctest: +SKIP
+    >>> me.compute(recompute=False, days_per_batch=30)  # doctest: +SKIP
+    >>> me.lazyframe().collect()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backend_dataset,
+        path: str | None = None,
+        num_workers: int = 1,
+        spec=None,
+        returns_interval: str | timedelta = "10m",
+        interval: str | timedelta = "1h",
+        settings=None,
+    ):
+        from mnemo_assets.config import load_settings
+        from mnemo_assets.intervals import interval_name
+
+        self.backend_dataset = backend_dataset
+        self.settings = settings or load_settings()
+        if path is not None:
+            self.settings = self.settings.model_copy(update={"data_root": str(path)})
+        self.root = str(path) if path is not None else str(backend_dataset.root)
+        self.num_workers = num_workers
+        self.interval = interval_name(interval)
+        self.returns_interval = interval_name(returns_interval)
+        self.spec = spec if spec is not None else self.settings.metadata.load_spec(self.interval)
+        self.market = backend_dataset.dataset_type.market
+        self.peg = backend_dataset.peg_symbol
+
+    def _dataset(self, kind: str):
+        from mnemo_assets.binance.datasets import ParquetDataset
+        from mnemo_assets.storage.layout import metadata_dataset, returns_dataset
+
+        path = metadata_dataset(self.market, self.interval, self.peg) if kind == "metadata" else returns_dataset(self.market, self.returns_interval, self.peg)
+        return ParquetDataset(path, self.root)
+
+    @property
+    def partitions(self) -> list:
+        """Days with stored metadata."""
+        return self._dataset("metadata").partitions
+
+    def lazyframe(self) -> pl.LazyFrame:
+        """Every stored day of metadata, ``symbol`` as one Enum."""
+        return self._dataset("metadata").lazyframe()
+
+    def __getitem__(self, partitions) -> pl.LazyFrame:
+        return self._dataset("metadata")[partitions]
+
+    def compute_range(self, start_date, end_date) -> pl.DataFrame:
+        """Metadata for grid times in ``[start_date, end_date)`` from the stored grid; returns
+        are read from the store where stored, else computed from the grid."""
+        from mnemo_assets.metadata import compute_metadata
+        from mnemo_assets.returns import gridded_returns
+
+        back = max(self.spec.max_index_window, self.spec.max_returns_window) + timedelta(days=1)
+        grid = self.backend_dataset.lazyframe(start_date - back, end_date + timedelta(days=1))
+        stored = self._dataset("returns")
+        days = [d for d in stored.partitions if start_date - back <= d < end_date]
+        if stored.partitions and days:
+            returns = stored[days]
+        else:
+            returns = gridded_returns(grid, start_date - back, end_date, self.returns_interval).lazy()
+        return compute_metadata(grid, returns, self.spec, start_date, end_date)
+
+    def compute(self, recompute: bool = False, days_per_batch: int = 30, start=None, end=None, progress: bool = True):
+        """Materialize the metadata for ``[start, end]`` (default: every day of the grid) through
+        Dagster, skipping stored days unless ``recompute``; upstream assets run only where
+        missing. Returns the run summary."""
+        from tqdm.auto import tqdm
+
+        from mnemo_assets.defs.execution import run_range, upstream_closure
+        from mnemo_assets.defs.keys import metadata_key
+        from mnemo_assets.definitions import build_definitions
+        from mnemo_assets.instance import get_instance
+
+        defs = build_definitions(self.settings)
+        key = metadata_key(self.market, self.peg, self.interval)
+        if key not in defs.resolve_asset_graph().get_all_asset_keys():
+            raise ValueError(f"{key.to_user_string()} is not in the configured asset graph (check markets, pegs, metadata.intervals)")
+        keys = upstream_closure(defs, [key])
+        grid_days = self.backend_dataset.partitions
+        if not grid_days and start is None:
+            raise ValueError(f"{self.backend_dataset} holds no grid days yet; pass start and end")
+        start = start or grid_days[0]
+        end = end or grid_days[-1]
+        days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
+        derived = {k for k in keys if k.path[-1].startswith(f"metadata_{self.interval}")}
+        missing_only = keys - derived if recompute else keys
+        logging.getLogger(__name__).info(
+            "Computing %d days of %s in batches of %d days", len(days), key.to_user_string(), days_per_batch
+        )
+        with tqdm(total=len(days) * len(keys), desc=key.to_user_string(), unit="asset-day", disable=not progress) as bar:
+            summary = run_range(
+                defs, keys, days, self.settings.data_root, self.settings.start_date, get_instance(), days_per_batch,
+                missing_only=missing_only, tags={"mnemo/command": "MetadataEngine.compute"}, progress=bar.update,
+            )
+        if summary.failed:
+            raise RuntimeError(f"metadata run(s) failed: {summary.failed}; see `dagster dev`")
+        return summary

@@ -1,80 +1,72 @@
 """Planning a date range over the asset graph: which days of each asset can run, in what order.
 
-An asset whose inputs map one-to-one (same day) runs together with them. An asset with a
-window mapping (returns: D−1..D+1; metadata: lookbacks) runs in a later phase, and only for
-the days whose input windows exist in the store (days before the first partition count as
-existing: lookbacks are computed on what exists).
+An asset whose inputs map day to day runs in the same phase as its inputs. An asset with a
+window mapping (returns: D−1..D+1; metadata: lookbacks) starts a later phase: windows are
+checked against the store after the earlier phases ran. A day of an asset is runnable when
+every input day it maps to is stored or scheduled before it; input days before the first
+partition count as present (lookbacks are computed on what exists).
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from dagster import AssetKey, Definitions, TimeWindowPartitionMapping
-from upath import UPath
-
-from mnemo_assets.storage.io_manager import DATASET_KEY
-from mnemo_assets.storage.parquet import existing_days
 
 
 @dataclass
 class Phase:
     keys: list[AssetKey]
-    #: input windows per asset: [(parent, before, after)] for window-mapped parents
-    windows: dict[AssetKey, list[tuple[AssetKey, int, int]]] = field(default_factory=dict)
 
 
-def _window(defs_graph, key: AssetKey, parent: AssetKey) -> tuple[int, int] | None:
-    mapping = defs_graph.assets_def_for_key(key).get_partition_mapping(parent)
-    if isinstance(mapping, TimeWindowPartitionMapping) and (mapping.start_offset or mapping.end_offset):
-        return -mapping.start_offset, mapping.end_offset
-    return None
+def inputs_of(graph, key: AssetKey) -> list[tuple[AssetKey, int, int]]:
+    """``(parent, days before, days after)`` of every input (0, 0 for a day-to-day mapping)."""
+    out = []
+    for parent in graph.get(key).parent_keys:
+        mapping = graph.assets_def_for_key(key).get_partition_mapping(parent)
+        if isinstance(mapping, TimeWindowPartitionMapping):
+            out.append((parent, -mapping.start_offset, mapping.end_offset))
+        else:
+            out.append((parent, 0, 0))
+    return out
 
 
 def phases(defs: Definitions, selected: Iterable[AssetKey]) -> list[Phase]:
-    """Selected assets in run order: a new phase starts at every window-mapped dependency."""
+    """Selected assets in run order (parents first); a new phase starts at every window mapping."""
     graph = defs.resolve_asset_graph()
     selected = set(selected)
     level: dict[AssetKey, int] = {}
+    order: dict[AssetKey, int] = {}
 
-    def depth(key: AssetKey) -> int:
+    def depth(key: AssetKey) -> tuple[int, int]:
         if key not in level:
-            d = 0
-            for parent in graph.get(key).parent_keys:
-                step = 1 if _window(graph, key, parent) else 0
-                d = max(d, depth(parent) + step)
-            level[key] = d
-        return level[key]
+            lv, od = 0, 0
+            for parent, before, after in inputs_of(graph, key):
+                pl_, po = depth(parent)
+                lv = max(lv, pl_ + (1 if (before or after) else 0))
+                od = max(od, po + 1)
+            level[key], order[key] = lv, od
+        return level[key], order[key]
 
     out: dict[int, Phase] = {}
-    for key in sorted(selected, key=lambda k: k.to_user_string()):
-        phase = out.setdefault(depth(key), Phase(keys=[]))
-        phase.keys.append(key)
-        wins = [(p, *w) for p in graph.get(key).parent_keys if (w := _window(graph, key, p))]
-        if wins:
-            phase.windows[key] = wins
+    for key in sorted(selected, key=lambda k: (depth(k)[1], k.to_user_string())):
+        out.setdefault(depth(key)[0], Phase(keys=[])).keys.append(key)
     return [out[d] for d in sorted(out)]
 
 
-def feasible_days(defs: Definitions, phase: Phase, days: list[date], root: str, first: date) -> tuple[list[date], dict[date, str]]:
-    """Days of ``days`` whose input windows all exist in the store; and why the others wait."""
-    graph = defs.resolve_asset_graph()
-    stored: dict[AssetKey, set[date]] = {}
-    waiting: dict[date, str] = {}
-    ok = []
+def runnable_days(
+    graph, key: AssetKey, days: list[date], present: dict[AssetKey, set[date]], first: date
+) -> tuple[list[date], dict[date, str]]:
+    """Days of ``days`` whose every input day is ``present`` (stored or scheduled), and why
+    the others wait."""
+    ok, waiting = [], {}
     for day in days:
         reason = None
-        for key, wins in phase.windows.items():
-            for parent, before, after in wins:
-                if parent not in stored:
-                    dataset = graph.assets_def_for_key(parent).metadata_by_key[parent][DATASET_KEY]
-                    stored[parent] = set(existing_days(UPath(root), dataset))
-                for k in range(-before, after + 1):
-                    need = day + timedelta(days=k)
-                    if need >= first and need not in stored[parent]:
-                        reason = f"{key.to_user_string()} waits for {parent.to_user_string()} of {need}"
-                        break
-                if reason:
+        for parent, before, after in inputs_of(graph, key):
+            for k in range(-before, after + 1):
+                need = day + timedelta(days=k)
+                if need >= first and need not in present[parent]:
+                    reason = f"{key.to_user_string()} waits for {parent.to_user_string()} of {need}"
                     break
             if reason:
                 break

@@ -6,6 +6,7 @@
     {root}/binance/grids/{market}/last_trade/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
     {root}/binance/returns/{market}/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
     {root}/binance/metadata/{market}/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
+    {root}/binance/metadata_partials/{market}/{interval}/{index|returns}/peg_symbol={PEG}/date=.../part-0.parquet
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ def returns_dataset(market: str, interval: str, peg: str) -> str:
 def metadata_dataset(market: str, interval: str, peg: str) -> str:
     """``binance/metadata/{market}/{interval}/peg_symbol={PEG}``"""
     return f"binance/metadata/{check_market(market)}/{interval_name(interval)}/peg_symbol={peg}"
+
+
+def metadata_partials_dataset(market: str, interval: str, source: str, peg: str) -> str:
+    """``binance/metadata_partials/{market}/{interval}/{index|returns}/peg_symbol={PEG}`` (per-hour moments)."""
+    if source not in ("index", "returns"):
+        raise ValueError(f"partials source must be index or returns, got {source!r}")
+    return f"binance/metadata_partials/{check_market(market)}/{interval_name(interval)}/{source}/peg_symbol={peg}"
 
 
 def partition_dir(dataset: str, day: date | str) -> str:

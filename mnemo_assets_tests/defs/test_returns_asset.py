@@ -7,7 +7,8 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from mnemo_assets.config import MarketSettings
-from mnemo_assets.defs.planning import batches, feasible_days, phases
+from mnemo_assets.defs.execution import run_range
+from mnemo_assets.defs.planning import batches, phases
 from mnemo_assets.definitions import build_definitions
 from mnemo_assets.returns import gridded_returns
 from mnemo_assets.storage.layout import grid_dataset, returns_dataset
@@ -80,15 +81,17 @@ def test_planner_orders_phases_and_waits_for_windows(data_root):
     settings = spot_only(data_root)
     d = build_definitions(settings)
     plan = phases(d, [TRADES, GRID, RET])
-    assert [set(p.keys) for p in plan] == [{TRADES, GRID}, {RET}]
+    assert [p.keys for p in plan] == [[TRADES, GRID], [RET]]
     instance = DagsterInstance.ephemeral()
-    assert mat(settings, [TRADES, GRID], "2024-12-01", "2024-12-03", instance).success
     days = [date(2024, 12, 1) + timedelta(days=k) for k in range(4)]
-    ok, waiting = feasible_days(d, plan[1], days, str(data_root), settings.start_date)
-    # 12-01 is the first partition: its D−1 is before the data and may be absent
-    assert ok == [date(2024, 12, 1), date(2024, 12, 2)]
-    assert "2024-12-04" in waiting[date(2024, 12, 3)] and date(2024, 12, 4) in waiting
-    assert batches(ok + [date(2024, 12, 9)], 30) == [(date(2024, 12, 1), date(2024, 12, 2)), (date(2024, 12, 9), date(2024, 12, 9))]
+    summary = run_range(d, [TRADES, GRID, RET], days, str(data_root), settings.start_date, instance, 30)
+    assert not summary.failed
+    # 12-01 is the first partition: its D−1 is before the data and may be absent; 12-04 waits for 12-05
+    assert existing_days(data_root, returns_dataset("spot", "10m", "USDT")) == days[:3]
+    assert "2024-12-05" in summary.skipped[(RET.to_user_string(), date(2024, 12, 4))]
+    # missing-only: nothing to do the second time
+    again = run_range(d, [TRADES, GRID, RET], days, str(data_root), settings.start_date, instance, 30, missing_only=[TRADES, GRID, RET])
+    assert again.runs == []
 
 
 @pytest.mark.parametrize("size,expected", [(1, 3), (2, 2), (30, 1)])

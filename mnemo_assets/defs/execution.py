@@ -1,0 +1,128 @@
+"""Running a date range of the asset graph in process, recorded in a Dagster instance.
+
+Phase by phase (see :mod:`mnemo_assets.defs.planning`): each asset runs for the requested days
+whose input windows exist (and, for ``missing_only`` assets, that are not stored yet); assets
+sharing a day set share runs of at most ``days_per_batch`` days.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from dagster import AssetKey, DagsterInstance, Definitions, materialize
+from upath import UPath
+
+from mnemo_assets.defs.planning import Phase, batches, inputs_of, phases, runnable_days
+from mnemo_assets.storage.io_manager import DATASET_KEY
+from mnemo_assets.storage.parquet import existing_days
+
+
+@dataclass
+class RunSummary:
+    runs: list[tuple[list[str], date, date, str, bool]] = field(default_factory=list)  # keys, lo, hi, run id, success
+    skipped: dict[tuple[str, date], str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [run_id for *_, run_id, ok in self.runs if not ok]
+
+
+def _groups(defs: Definitions, phase: Phase, days_by_key: dict[AssetKey, tuple[date, ...]]) -> list[tuple[list[AssetKey], tuple[date, ...]]]:
+    """Keys grouped by day set, ordered so that no key runs before its same-phase parents."""
+    graph = defs.resolve_asset_graph()
+    in_phase = set(days_by_key)
+    depth: dict[AssetKey, int] = {}
+
+    def d(key: AssetKey) -> int:
+        if key not in depth:
+            depth[key] = 1 + max((d(p) for p in graph.get(key).parent_keys if p in in_phase), default=-1)
+        return depth[key]
+
+    groups: list[tuple[list[AssetKey], tuple[date, ...]]] = []
+    where: dict[AssetKey, int] = {}
+    for key in sorted(in_phase, key=lambda k: (d(k), k.to_user_string())):
+        days = days_by_key[key]
+        if not days:
+            continue
+        floor = max((where[p] for p in graph.get(key).parent_keys if p in where), default=0)
+        for i in range(floor, len(groups)):
+            if groups[i][1] == days:
+                groups[i][0].append(key)
+                where[key] = i
+                break
+        else:
+            groups.append(([key], days))
+            where[key] = len(groups) - 1
+    return groups
+
+
+def run_range(
+    defs: Definitions,
+    keys: Iterable[AssetKey],
+    days: list[date],
+    root: str,
+    first: date,
+    instance: DagsterInstance,
+    days_per_batch: int,
+    missing_only: Iterable[AssetKey] = (),
+    tags: dict[str, str] | None = None,
+    progress: Callable[[int], object] | None = None,
+    log: Callable[[str], object] = print,
+) -> RunSummary:
+    """Materialize ``keys`` for ``days``; assets in ``missing_only`` skip days already stored."""
+    graph = defs.resolve_asset_graph()
+    missing_only = set(missing_only)
+    assets = list(defs.assets or [])
+    summary = RunSummary()
+    stored_cache: dict[AssetKey, set[date]] = {}
+
+    def stored(key: AssetKey) -> set[date]:
+        if key not in stored_cache:
+            dataset = graph.assets_def_for_key(key).metadata_by_key[key][DATASET_KEY]
+            stored_cache[key] = set(existing_days(UPath(root), dataset))
+        return stored_cache[key]
+
+    for number, phase in enumerate(phases(defs, keys), 1):
+        stored_cache.clear()  # earlier phases wrote
+        present: dict[AssetKey, set[date]] = {}
+        days_by_key: dict[AssetKey, tuple[date, ...]] = {}
+        for key in phase.keys:  # parents first
+            for parent, _, _ in inputs_of(graph, key):
+                if parent not in present:
+                    present[parent] = set(stored(parent))
+            ok, waiting = runnable_days(graph, key, days, present, first)
+            for day, reason in waiting.items():
+                summary.skipped[(key.to_user_string(), day)] = reason
+            if key in missing_only:
+                ok = [day for day in ok if day not in stored(key)]
+            days_by_key[key] = tuple(ok)
+            present[key] = stored(key) | set(ok)
+        for group, group_days in _groups(defs, phase, days_by_key):
+            for lo, hi in batches(list(group_days), days_per_batch):
+                run_tags = {
+                    "dagster/asset_partition_range_start": lo.isoformat(),
+                    "dagster/asset_partition_range_end": hi.isoformat(),
+                    **(tags or {}),
+                }
+                result = materialize(assets, selection=group, instance=instance, tags=run_tags, resources=defs.resources, raise_on_error=False)
+                names = [k.to_user_string() for k in group]
+                summary.runs.append((names, lo, hi, result.run_id, result.success))
+                if progress:
+                    progress(len(names) * (hi.toordinal() - lo.toordinal() + 1))
+                if not result.success:
+                    log(f"run {result.run_id} ({len(names)} assets, {lo}..{hi}) failed in phase {number}")
+                    return summary
+    return summary
+
+
+def upstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """``keys`` and everything they depend on."""
+    graph = defs.resolve_asset_graph()
+    out: set[AssetKey] = set()
+    todo = list(keys)
+    while todo:
+        key = todo.pop()
+        if key not in out:
+            out.add(key)
+            todo += list(graph.get(key).parent_keys)
+    return out

@@ -1,0 +1,158 @@
+"""Rolling metadata: per-hour partials of grids and returns, and the metadata asset over them.
+
+Per (market, peg, metadata interval Δm):
+``metadata_{Δm}_index_partials`` (grid day D → per-hour moments), ``metadata_{Δm}_returns_partials``
+(returns day D → per-hour moments) and ``metadata_{Δm}`` (partials of D−7..D and D−30..D for the
+default spec). A daily partition reads hourly rows, so its cost does not grow with the lookback.
+"""
+
+from datetime import date, timedelta
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from mnemo_assets.defs.keys import grid_key, group, metadata_key, returns_key
+from mnemo_assets.defs.windows import require_window
+from mnemo_assets.grids import GRID_SCHEMA
+from mnemo_assets.intervals import interval_name, to_micros
+from mnemo_assets.metadata import MetadataSpec, compile_plan, metadata_from_partials, partials
+from mnemo_assets.returns import RETURNS_SCHEMA
+from mnemo_assets.storage.io_manager import DATASET_KEY
+from mnemo_assets.storage.layout import metadata_dataset, metadata_partials_dataset
+
+METADATA_CHECKS = {
+    "quantiles_in_unit_interval": "every quantile column lies in (0, 1]",
+    "sample_sizes_bounded": "a count of returns never exceeds window / returns interval",
+    "unique_symbol_grid_time": "one row per (symbol, grid_time)",
+}
+
+
+def _days_back(window: timedelta) -> int:
+    """Days before D that windows ending in D reach: ceil(W / 1 day)."""
+    return -(-to_micros(window) // 86_400_000_000)
+
+
+def partials_key(market: str, peg: str, interval: str, source: str) -> AssetKey:
+    return AssetKey([*metadata_key(market, peg, interval).path[:-1], f"metadata_{interval}_{source}_partials"])
+
+
+def metadata_violations(frame: pl.DataFrame, spec: MetadataSpec) -> dict[str, int]:
+    """Rows breaking the metadata invariants (0 everywhere when valid)."""
+    q_cols = [c for c in frame.columns if c.endswith("_q")]
+    bad_q = frame.select(pl.sum_horizontal([((pl.col(c) <= 0) | (pl.col(c) > 1)).fill_null(False) for c in q_cols]).sum()).item() if q_cols else 0
+    plan = compile_plan(spec.returns)
+    bad_n = 0
+    for out in plan.outputs:
+        root = out.rebuilt.meta.root_names() if out.rebuilt is not None else []
+        if out.rebuilt is not None and out.rebuilt.meta.is_column() and plan.aggs[root[0]][0] == "Count":
+            limit = to_micros(out.window) // to_micros(spec.returns_interval)
+            bad_n += frame.filter(pl.col(out.name) > limit).height
+    dupes = frame.height - frame.select(pl.struct("symbol", "grid_time").n_unique()).item()
+    return {"quantiles_in_unit_interval": int(bad_q or 0), "sample_sizes_bounded": bad_n, "unique_symbol_grid_time": dupes}
+
+
+def build_metadata_assets(
+    market: str, peg: str, interval: str, grid_interval: str, returns_interval: str, spec: MetadataSpec,
+    partitions_def: DailyPartitionsDefinition, days_per_batch: int,
+) -> list:
+    first = partitions_def.start.date()
+    version = spec.version
+    iplan, rplan = compile_plan(spec.index), compile_plan(spec.returns)
+    key = metadata_key(market, peg, interval)
+    ikey, rkey = partials_key(market, peg, interval, "index"), partials_key(market, peg, interval, "returns")
+    common = dict(
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=days_per_batch),
+        io_manager_key="parquet_io_manager",
+        group_name=group(market),
+        kinds={"polars", "parquet"},
+        code_version=version,
+    )
+
+    def per_day_partials(context, frame: pl.LazyFrame, plan, time_col: str, last_time: bool):
+        for key_ in context.partition_keys:
+            day = date.fromisoformat(key_)
+            rows = frame.filter(pl.col(time_col).dt.date() == day)
+            yield key_, partials(rows, plan, time_col, spec.interval, last_time=last_time).collect()
+
+    @asset(
+        key=ikey, ins={"grid": AssetIn(grid_key(market, peg, grid_interval))},
+        description=f"Per-hour moments of the {grid_interval} grid's inputs to the index metadata ({interval} buckets of last_trade_time).",
+        metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "index", peg)}, **common,
+    )
+    def _index_partials(context: AssetExecutionContext, grid: pl.LazyFrame):
+        return Output(per_day_partials(context, grid, iplan, "last_trade_time", True))
+
+    @asset(
+        key=rkey, ins={"returns": AssetIn(returns_key(market, peg, returns_interval))},
+        description=f"Per-hour moments of the {returns_interval} gridded returns' inputs to the returns metadata.",
+        metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "returns", peg)}, **common,
+    )
+    def _returns_partials(context: AssetExecutionContext, returns: pl.LazyFrame):
+        return Output(per_day_partials(context, returns, rplan, "returns_grid_time", False))
+
+    back_i, back_r = _days_back(spec.max_index_window), _days_back(spec.max_returns_window)
+    ins = {
+        "index_partials": AssetIn(ikey, partition_mapping=TimeWindowPartitionMapping(start_offset=-back_i, end_offset=0)),
+        "returns_partials": AssetIn(rkey, partition_mapping=TimeWindowPartitionMapping(start_offset=-back_r, end_offset=0)),
+    }
+    if iplan.generic:
+        ins["grid"] = AssetIn(grid_key(market, peg, grid_interval), partition_mapping=TimeWindowPartitionMapping(start_offset=-back_i, end_offset=0))
+    if rplan.generic:
+        ins["returns"] = AssetIn(returns_key(market, peg, returns_interval), partition_mapping=TimeWindowPartitionMapping(start_offset=-back_r, end_offset=0))
+    columns = [*spec.index_columns, *spec.returns_columns]
+
+    @asset(
+        key=key, ins=ins,
+        description=(
+            f"Rolling metadata of {market} {peg} symbols every {interval}: index metrics over the {grid_interval} grid "
+            f"({', '.join(interval_name(w) for w in spec.index)}), returns metrics over {returns_interval} returns "
+            f"({', '.join(interval_name(w) for w in spec.returns)}), hourly cross-sectional quantiles. Spec version {version}."
+        ),
+        metadata={DATASET_KEY: metadata_dataset(market, interval, peg), "mnemo/spec_version": version, "mnemo/columns": columns},
+        check_specs=[AssetCheckSpec(n, asset=key, description=d, blocking=True) for n, d in METADATA_CHECKS.items()],
+        **common,
+    )
+    def _metadata(context: AssetExecutionContext, index_partials: pl.LazyFrame, returns_partials: pl.LazyFrame, **raw: pl.LazyFrame):
+        """``raw`` holds ``grid`` / ``returns`` windows when the spec has non-decomposable aggregations."""
+        days = [date.fromisoformat(k) for k in context.partition_keys]
+        for name, back in (("index_partials", back_i), ("returns_partials", back_r)):
+            received = [date.fromisoformat(k) for k in context.asset_partition_keys_for_input(name)]
+            require_window(received, days, before=back, after=0, first=first, what=key.to_user_string())
+        iparts = index_partials.collect()
+        rparts = returns_partials.collect()
+        failures: dict[str, dict[str, int]] = {n: {} for n in METADATA_CHECKS}
+
+        def per_day():
+            for day in days:
+                out = metadata_from_partials(
+                    iparts, rparts, spec, day, day + timedelta(days=1), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA,
+                    raw_grid=raw.get("grid"), raw_returns=raw.get("returns"),
+                )
+                for name, count in metadata_violations(out, spec).items():
+                    if count:
+                        failures[name][day.isoformat()] = count
+                yield day.isoformat(), out
+
+        yield Output(per_day())
+        for name, desc in METADATA_CHECKS.items():
+            bad = failures[name]
+            yield AssetCheckResult(
+                check_name=name, asset_key=key, passed=not bad, severity=AssetCheckSeverity.ERROR, description=desc,
+                metadata={"failing_days": MetadataValue.json(bad)} if bad else {"days_checked": len(days)},
+            )
+
+    return [_index_partials, _returns_partials, _metadata]
