@@ -10,13 +10,15 @@ schedule retries).
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
 import polars as pl
 
-from mnemo_assets.binance.archive import ArchiveError, ArchiveSource
+from mnemo_assets.binance.archive import ArchiveError, ArchiveFile, ArchiveSource
 from mnemo_assets.binance.parse import TRADES_SCHEMA, is_perpetual, parse_trades_csv, read_zip_member, split_pair
 
 
@@ -71,21 +73,38 @@ def plan_day(source: ArchiveSource, market: str, pegs: Iterable[str], day: date,
     return planned
 
 
+def fetch_day(
+    source: ArchiveSource, market: str, pegs: Iterable[str], day: date, contracts: str = "perpetual"
+) -> list[ArchiveFile]:
+    """The verified archive files of one market-day (downloaded or generated where needed)."""
+    return [source.fetch(market, item.pair, day) for item in plan_day(source, market, tuple(pegs), day, contracts)]
+
+
+def archive_version(files: Iterable[ArchiveFile]) -> str:
+    """A content version of archive files: a hash of their days, pairs and sha256s."""
+    text = "\n".join(sorted(f"{f.day} {f.market} {f.pair} {f.sha256}" for f in files))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def read_day(files: Iterable[ArchiveFile], pegs: Iterable[str]) -> Iterator[pl.DataFrame]:
+    """Normalised trades of fetched files, one frame per file; trades outside the file's day are an error."""
+    pegs = tuple(pegs)
+    for archive_file in files:
+        frame = parse_trades_csv(read_zip_member(archive_file.path), archive_file.pair, archive_file.market, str(archive_file.path), pegs)
+        outside = frame.filter(pl.col("time").dt.date() != archive_file.day)
+        if outside.height:
+            raise ArchiveError(
+                f"{archive_file.path}: {outside.height} trade(s) outside {archive_file.day} "
+                f"(first at {outside.get_column('time').min()})"
+            )
+        yield frame
+
+
 def iter_day_trades(
     source: ArchiveSource, market: str, pegs: Iterable[str], day: date, contracts: str = "perpetual"
 ) -> Iterator[pl.DataFrame]:
     """Normalised trades of one market-day, one frame per pair (bounded memory)."""
-    pegs = tuple(pegs)
-    for item in plan_day(source, market, pegs, day, contracts):
-        archive_file = source.fetch(market, item.pair, day)
-        frame = parse_trades_csv(read_zip_member(archive_file.path), item.pair, market, str(archive_file.path), pegs)
-        outside = frame.filter(pl.col("time").dt.date() != day)
-        if outside.height:
-            raise ArchiveError(
-                f"{archive_file.path}: {outside.height} trade(s) outside {day} "
-                f"(first at {outside.get_column('time').min()})"
-            )
-        yield frame
+    yield from read_day(fetch_day(source, market, pegs, day, contracts), pegs)
 
 
 def day_trades(source: ArchiveSource, market: str, pegs: Iterable[str], day: date, contracts: str = "perpetual") -> pl.DataFrame:

@@ -17,7 +17,8 @@ from dagster import (
     asset,
 )
 
-from mnemo_assets.defs.keys import grid_key, group, trades_key
+from mnemo_assets.defs.keys import OWNERS, grid_key, group, trades_key
+from mnemo_assets.defs.lineage import grid_lineage
 from mnemo_assets.grids import GRID_SCHEMA, grid_violations, last_trade_grid, trade_totals
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
 from mnemo_assets.storage.layout import grid_dataset
@@ -48,7 +49,12 @@ def build_grid_asset(market: str, peg: str, interval: str, partitions_def: Daily
         kinds={"polars", "parquet"},
         code_version=GRID_CODE_VERSION,
         description=f"Last-trade grid of {market} {peg} pairs at {interval}: one row per symbol and bucket with trades.",
-        metadata={DATASET_KEY: grid_dataset(market, interval, peg), "dagster/column_schema": table_schema(GRID_SCHEMA)},
+        owners=OWNERS,
+        metadata={
+            DATASET_KEY: grid_dataset(market, interval, peg),
+            "dagster/column_schema": table_schema(GRID_SCHEMA),
+            "dagster/column_lineage": grid_lineage(trades_key(market)),
+        },
         check_specs=[AssetCheckSpec(name, asset=key, description=desc, blocking=True) for name, desc in GRID_CHECKS.items()],
     )
     def _grid(context: AssetExecutionContext, trades: pl.LazyFrame):

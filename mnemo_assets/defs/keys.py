@@ -3,6 +3,10 @@
 from dagster import AssetKey
 
 
+#: who answers for the data (shown in the Dagster UI)
+OWNERS = ["team:research"]
+
+
 def trades_key(market: str) -> AssetKey:
     return AssetKey(["binance", market, "trades"])
 

@@ -24,7 +24,8 @@ from dagster import (
     asset,
 )
 
-from mnemo_assets.defs.keys import grid_key, group, metadata_key, returns_key
+from mnemo_assets.defs.keys import OWNERS, grid_key, group, metadata_key, returns_key
+from mnemo_assets.defs.lineage import metadata_lineage, with_quantiles
 from mnemo_assets.defs.windows import require_window
 from mnemo_assets.grids import GRID_SCHEMA
 from mnemo_assets.intervals import interval_name, to_micros
@@ -80,6 +81,7 @@ def build_metadata_assets(
         group_name=group(market),
         kinds={"polars", "parquet"},
         code_version=version,
+        owners=OWNERS,
     )
 
     def per_day_partials(context, frame: pl.LazyFrame, plan, time_col: str, last_time: bool):
@@ -122,7 +124,13 @@ def build_metadata_assets(
             f"({', '.join(interval_name(w) for w in spec.index)}), returns metrics over {returns_interval} returns "
             f"({', '.join(interval_name(w) for w in spec.returns)}), hourly cross-sectional quantiles. Spec version {version}."
         ),
-        metadata={DATASET_KEY: metadata_dataset(market, interval, peg), "mnemo/spec_version": version, "mnemo/columns": columns},
+        metadata={
+            DATASET_KEY: metadata_dataset(market, interval, peg),
+            "mnemo/spec_version": version,
+            "dagster/column_lineage": with_quantiles(
+                metadata_lineage(spec, grid_key(market, peg, grid_interval), returns_key(market, peg, returns_interval)), columns
+            ),
+        },
         check_specs=[AssetCheckSpec(n, asset=key, description=d, blocking=True) for n, d in METADATA_CHECKS.items()],
         **common,
     )

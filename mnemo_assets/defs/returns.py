@@ -22,7 +22,8 @@ from dagster import (
 )
 
 from mnemo_assets.binance.datasets import ParquetDataset, last_rows_before_day
-from mnemo_assets.defs.keys import grid_key, group, returns_key
+from mnemo_assets.defs.keys import OWNERS, grid_key, group, returns_key
+from mnemo_assets.defs.lineage import returns_lineage
 from mnemo_assets.defs.resources import StoreResource
 from mnemo_assets.defs.windows import require_window
 from mnemo_assets.intervals import to_micros
@@ -63,7 +64,12 @@ def build_returns_asset(
             f"{interval} forward returns of {market} {peg} symbols on a {interval} grid of query times, "
             f"marks from the {grid_interval} grid (vwap_total_by_base at last_trade_time, tolerance {interval})."
         ),
-        metadata={DATASET_KEY: returns_dataset(market, interval, peg), "dagster/column_schema": table_schema(RETURNS_SCHEMA)},
+        owners=OWNERS,
+        metadata={
+            DATASET_KEY: returns_dataset(market, interval, peg),
+            "dagster/column_schema": table_schema(RETURNS_SCHEMA),
+            "dagster/column_lineage": returns_lineage(grid_key(market, peg, grid_interval)),
+        },
         check_specs=[AssetCheckSpec(n, asset=key, description=d, blocking=True) for n, d in RETURNS_CHECKS.items()],
     )
     def _returns(context: AssetExecutionContext, grid: pl.LazyFrame, store: StoreResource):

@@ -3,12 +3,12 @@
 
 from datetime import date
 
-from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefinition, Output, asset
+from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefinition, DataVersion, Output, asset
 
 from mnemo_assets.binance.parse import TRADES_SCHEMA
-from mnemo_assets.binance.trades import iter_day_trades
+from mnemo_assets.binance.trades import archive_version, fetch_day, read_day
 from mnemo_assets.config import MarketSettings
-from mnemo_assets.defs.keys import group, trades_key
+from mnemo_assets.defs.keys import OWNERS, group, trades_key
 from mnemo_assets.defs.resources import ArchiveResource
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
 from mnemo_assets.storage.layout import trades_dataset
@@ -29,6 +29,7 @@ def build_trades_asset(market: str, settings: MarketSettings, partitions_def: Da
         kinds={"polars", "parquet"},
         code_version=TRADES_CODE_VERSION,
         pool="archive",
+        owners=OWNERS,
         description=(
             f"Normalised Binance {market} trades of pegs {', '.join(pegs)} for one UTC day, "
             "parsed from the archive's daily zips (checksums verified)."
@@ -39,9 +40,12 @@ def build_trades_asset(market: str, settings: MarketSettings, partitions_def: Da
         source = archive.source()
         days = [date.fromisoformat(k) for k in context.partition_keys]
         context.log.info(f"{market} trades for {days[0]}..{days[-1]} from {source.describe()}")
+        # fetch (and verify) every file first: their checksums are the data version
+        files = {d: fetch_day(source, market, pegs, d, settings.contracts) for d in days}
         yield Output(
-            ((d.isoformat(), Batches(TRADES_SCHEMA, iter_day_trades(source, market, pegs, d, settings.contracts))) for d in days),
-            metadata={"source": source.describe(), "pegs": ", ".join(pegs)},
+            ((d.isoformat(), Batches(TRADES_SCHEMA, read_day(files[d], pegs))) for d in days),
+            metadata={"source": source.describe(), "pegs": ", ".join(pegs), "archive_files": sum(len(f) for f in files.values())},
+            data_version=DataVersion(archive_version(f for fs in files.values() for f in fs)),
         )
 
     return _trades
