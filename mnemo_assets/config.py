@@ -11,6 +11,7 @@ variables override the file:
 ``MNEMO_MIRROR_DIR``  archive mirror directory (``mirror`` source; ``http`` cache)
 ``MNEMO_START_DATE``  first daily partition, ``YYYY-MM-DD``
 ``MNEMO_MARKETS``     comma-separated subset of the configured markets
+``MNEMO_AUTOMATION``  ``on`` / ``off``: the daily automation sensor's default status
 ===================  ==========================================================
 """
 
@@ -144,6 +145,13 @@ class MetadataSettings(_Model):
         return factory(self.returns_interval, interval)
 
 
+class AutomationSettings(_Model):
+    #: run the ``mnemo_daily`` automation sensor by default (``MNEMO_AUTOMATION=off`` to stop it)
+    enabled: bool = True
+    #: when to try the newest day of the archive while it is missing
+    archive_cron: str = "15 * * * *"
+
+
 class BackfillSettings(_Model):
     #: days per run in a backfill (the seed's ``days_per_batch``)
     days_per_batch: int = Field(default=30, ge=1)
@@ -160,6 +168,7 @@ class Settings(_Model):
     returns: ReturnsSettings = ReturnsSettings()
     metadata: MetadataSettings = MetadataSettings()
     backfill: BackfillSettings = BackfillSettings()
+    automation: AutomationSettings = AutomationSettings()
 
     @field_validator("markets")
     @classmethod
@@ -234,6 +243,11 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         source["mirror_dir"] = env["MNEMO_MIRROR_DIR"]
     if source:
         raw["source"] = source
+    if env.get("MNEMO_AUTOMATION"):
+        value = env["MNEMO_AUTOMATION"].strip().lower()
+        if value not in ("on", "off", "true", "false", "1", "0"):
+            raise ValueError(f"MNEMO_AUTOMATION={env['MNEMO_AUTOMATION']!r}: use on or off")
+        raw["automation"] = {**(raw.get("automation") or {}), "enabled": value in ("on", "true", "1")}
     settings = Settings.model_validate(raw)
     if env.get("MNEMO_MARKETS"):
         wanted = [m.strip() for m in env["MNEMO_MARKETS"].split(",") if m.strip()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dagster import Definitions
 
 from mnemo_assets.config import Settings, load_settings
+from mnemo_assets.defs.automation import automation_sensor
 from mnemo_assets.defs.grids import build_grid_asset
 from mnemo_assets.defs.partitions import daily_partitions
 from mnemo_assets.defs.resources import ArchiveResource, StoreResource, io_manager_from_settings
@@ -22,7 +23,7 @@ def build_assets(settings: Settings) -> list:
     specs = {interval: settings.metadata.load_spec(interval) for interval in settings.metadata.intervals}
     assets = []
     for market, market_settings in settings.markets.items():
-        assets.append(build_trades_asset(market, market_settings, partitions, batch))
+        assets.append(build_trades_asset(market, market_settings, partitions, batch, settings.automation.archive_cron))
         for peg in market_settings.pegs:
             for interval in settings.grids.intervals:
                 assets.append(build_grid_asset(market, peg, interval, partitions, batch))
@@ -41,6 +42,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     return Definitions(
         assets=build_assets(settings),
+        sensors=[automation_sensor(settings.automation.enabled)],
         resources={
             "archive": ArchiveResource.from_settings(settings),
             "parquet_io_manager": io_manager_from_settings(settings),

@@ -17,6 +17,7 @@ from dagster import (
     asset,
 )
 
+from mnemo_assets.defs.automation import when_inputs_ready
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, trades_key
 from mnemo_assets.defs.lineage import grid_lineage
 from mnemo_assets.grids import GRID_SCHEMA, grid_violations, last_trade_grid, trade_totals
@@ -48,6 +49,7 @@ def build_grid_asset(market: str, peg: str, interval: str, partitions_def: Daily
         group_name=group(market),
         kinds={"polars", "parquet"},
         code_version=GRID_CODE_VERSION,
+        automation_condition=when_inputs_ready(days=2),
         description=f"Last-trade grid of {market} {peg} pairs at {interval}: one row per symbol and bucket with trades.",
         owners=OWNERS,
         metadata={

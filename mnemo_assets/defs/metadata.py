@@ -24,6 +24,7 @@ from dagster import (
     asset,
 )
 
+from mnemo_assets.defs.automation import when_inputs_ready
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, metadata_key, returns_key
 from mnemo_assets.defs.lineage import metadata_lineage, with_quantiles
 from mnemo_assets.defs.windows import require_window
@@ -82,6 +83,7 @@ def build_metadata_assets(
         kinds={"polars", "parquet"},
         code_version=version,
         owners=OWNERS,
+        automation_condition=when_inputs_ready(days=2),
     )
 
     def per_day_partials(context, frame: pl.LazyFrame, plan, time_col: str, last_time: bool):

@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from mnemo_assets.binance.datasets import ParquetDataset, last_rows_before_day
+from mnemo_assets.defs.automation import when_inputs_ready
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, returns_key
 from mnemo_assets.defs.lineage import returns_lineage
 from mnemo_assets.defs.resources import StoreResource
@@ -60,6 +61,7 @@ def build_returns_asset(
         group_name=group(market),
         kinds={"polars", "parquet"},
         code_version=RETURNS_CODE_VERSION,
+        automation_condition=when_inputs_ready(days=2, skip_newest=True),
         description=(
             f"{interval} forward returns of {market} {peg} symbols on a {interval} grid of query times, "
             f"marks from the {grid_interval} grid (vwap_total_by_base at last_trade_time, tolerance {interval})."

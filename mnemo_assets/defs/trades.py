@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, DailyPartitionsDefini
 from mnemo_assets.binance.parse import TRADES_SCHEMA
 from mnemo_assets.binance.trades import archive_version, fetch_day, read_day
 from mnemo_assets.config import MarketSettings
+from mnemo_assets.defs.automation import newest_day_from_archive
 from mnemo_assets.defs.keys import OWNERS, group, trades_key
 from mnemo_assets.defs.resources import ArchiveResource
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
@@ -17,7 +18,9 @@ from mnemo_assets.storage.parquet import Batches
 TRADES_CODE_VERSION = "1"
 
 
-def build_trades_asset(market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, days_per_batch: int):
+def build_trades_asset(
+    market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, days_per_batch: int, archive_cron: str = "15 * * * *"
+):
     pegs = settings.pegs
 
     @asset(
@@ -29,6 +32,7 @@ def build_trades_asset(market: str, settings: MarketSettings, partitions_def: Da
         kinds={"polars", "parquet"},
         code_version=TRADES_CODE_VERSION,
         pool="archive",
+        automation_condition=newest_day_from_archive(archive_cron),
         owners=OWNERS,
         description=(
             f"Normalised Binance {market} trades of pegs {', '.join(pegs)} for one UTC day, "
