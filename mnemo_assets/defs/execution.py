@@ -5,7 +5,9 @@ whose input windows exist (and, for ``missing_only`` assets, that are not stored
 sharing a day set share runs of at most ``days_per_batch`` days.
 """
 
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -56,6 +58,37 @@ def _groups(defs: Definitions, phase: Phase, days_by_key: dict[AssetKey, tuple[d
     return groups
 
 
+_WORKER: dict = {}
+
+
+def _init_worker(settings_json: str) -> None:
+    from mnemo_assets.config import Settings
+    from mnemo_assets.definitions import build_definitions
+
+    _WORKER["defs"] = build_definitions(Settings.model_validate_json(settings_json))
+    _WORKER["instance"] = DagsterInstance.get()
+
+
+def _run_in_worker(keys: list[list[str]], tags: dict[str, str]) -> tuple[str, bool]:
+    defs = _WORKER["defs"]
+    result = materialize(
+        list(defs.assets), selection=[AssetKey(k) for k in keys], instance=_WORKER["instance"], tags=tags,
+        resources=defs.resources, raise_on_error=False,
+    )
+    return result.run_id, result.success
+
+
+def stored_days_in(defs: Definitions, root: str) -> Callable[[AssetKey], set[date]]:
+    """``key → days stored`` for the assets of ``defs`` below ``root``."""
+    graph = defs.resolve_asset_graph()
+
+    def stored(key: AssetKey) -> set[date]:
+        dataset = graph.assets_def_for_key(key).metadata_by_key[key][DATASET_KEY]
+        return set(existing_days(UPath(root), dataset))
+
+    return stored
+
+
 def run_range(
     defs: Definitions,
     keys: Iterable[AssetKey],
@@ -68,20 +101,32 @@ def run_range(
     tags: dict[str, str] | None = None,
     progress: Callable[[int], object] | None = None,
     log: Callable[[str], object] = print,
+    workers: int = 1,
+    settings=None,
 ) -> RunSummary:
-    """Materialize ``keys`` for ``days``; assets in ``missing_only`` skip days already stored."""
+    """Materialize ``keys`` for ``days``; assets in ``missing_only`` skip days already stored.
+
+    With ``workers > 1`` (and ``settings``, to rebuild the definitions), the batches of a group
+    run in that many processes at once, recorded in the persistent instance (``$DAGSTER_HOME``).
+    """
     graph = defs.resolve_asset_graph()
     missing_only = set(missing_only)
     assets = list(defs.assets or [])
     summary = RunSummary()
     stored_cache: dict[AssetKey, set[date]] = {}
+    listing = stored_days_in(defs, root)
 
     def stored(key: AssetKey) -> set[date]:
         if key not in stored_cache:
-            dataset = graph.assets_def_for_key(key).metadata_by_key[key][DATASET_KEY]
-            stored_cache[key] = set(existing_days(UPath(root), dataset))
+            stored_cache[key] = listing(key)
         return stored_cache[key]
 
+    pool = None
+    if workers > 1:
+        if settings is None:
+            raise ValueError("workers > 1 needs the settings to rebuild the definitions in each worker")
+        os.environ.setdefault("DAGSTER_HOME", instance.root_directory)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings.model_dump_json(),))
     for number, phase in enumerate(phases(defs, keys), 1):
         stored_cache.clear()  # earlier phases wrote
         present: dict[AssetKey, set[date]] = {}
@@ -98,20 +143,38 @@ def run_range(
             days_by_key[key] = tuple(ok)
             present[key] = stored(key) | set(ok)
         for group, group_days in _groups(defs, phase, days_by_key):
-            for lo, hi in batches(list(group_days), days_per_batch):
-                run_tags = {
+            names = [k.to_user_string() for k in group]
+            spans = batches(list(group_days), days_per_batch)
+
+            def tags_for(lo: date, hi: date) -> dict[str, str]:
+                return {
                     "dagster/asset_partition_range_start": lo.isoformat(),
                     "dagster/asset_partition_range_end": hi.isoformat(),
                     **(tags or {}),
                 }
-                result = materialize(assets, selection=group, instance=instance, tags=run_tags, resources=defs.resources, raise_on_error=False)
-                names = [k.to_user_string() for k in group]
-                summary.runs.append((names, lo, hi, result.run_id, result.success))
+
+            if pool is not None:
+                futures = [(lo, hi, pool.submit(_run_in_worker, [list(k.path) for k in group], tags_for(lo, hi))) for lo, hi in spans]
+                outcomes = [(lo, hi, *f.result()) for lo, hi, f in futures]
+            else:
+                outcomes = []
+                for lo, hi in spans:
+                    result = materialize(assets, selection=group, instance=instance, tags=tags_for(lo, hi), resources=defs.resources, raise_on_error=False)
+                    outcomes.append((lo, hi, result.run_id, result.success))
+                    if not result.success:
+                        break
+            for lo, hi, run_id, success in outcomes:
+                summary.runs.append((names, lo, hi, run_id, success))
                 if progress:
                     progress(len(names) * (hi.toordinal() - lo.toordinal() + 1))
-                if not result.success:
-                    log(f"run {result.run_id} ({len(names)} assets, {lo}..{hi}) failed in phase {number}")
-                    return summary
+                if not success:
+                    log(f"run {run_id} ({len(names)} assets, {lo}..{hi}) failed in phase {number}")
+            if summary.failed:
+                break
+        if summary.failed:
+            break
+    if pool is not None:
+        pool.shutdown()
     return summary
 
 

@@ -7,7 +7,7 @@ every input day it maps to is stored or scheduled before it; input days before t
 partition count as present (lookbacks are computed on what exists).
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -86,3 +86,35 @@ def batches(days: list[date], size: int) -> list[tuple[date, date]]:
         else:
             out.append((day, day))
     return out
+
+
+def plan_days(
+    defs: Definitions,
+    keys: Iterable[AssetKey],
+    days: list[date],
+    stored_days: Callable[[AssetKey], Iterable[date]],
+    first: date,
+    missing_only: Iterable[AssetKey] = (),
+) -> tuple[dict[AssetKey, list[date]], dict[tuple[str, date], str]]:
+    """Days each asset would run in a backfill of ``days``, assuming every planned run succeeds
+    (later phases count the days earlier ones will produce); and why the others wait.
+    ``stored_days(key)`` lists what the store already holds."""
+    graph = defs.resolve_asset_graph()
+    missing_only = set(missing_only)
+    present: dict[AssetKey, set[date]] = {}
+    planned: dict[AssetKey, list[date]] = {}
+    skipped: dict[tuple[str, date], str] = {}
+    for phase in phases(defs, keys):
+        for key in phase.keys:
+            for parent, _, _ in inputs_of(graph, key):
+                if parent not in present:
+                    present[parent] = set(stored_days(parent))
+            ok, waiting = runnable_days(graph, key, days, present, first)
+            for day, reason in waiting.items():
+                skipped[(key.to_user_string(), day)] = reason
+            have = set(stored_days(key))
+            if key in missing_only:
+                ok = [d for d in ok if d not in have]
+            planned[key] = ok
+            present[key] = have | set(ok)
+    return planned, skipped
