@@ -289,82 +289,116 @@ def partials(frame: pl.LazyFrame | pl.DataFrame, plan: Plan, time_col: str, inte
 
 
 # ------------------------------------------------------------------------------ windows
-def _window_aggregates(parts: pl.DataFrame, probes: pl.DataFrame, plan: Plan, window: timedelta) -> pl.DataFrame:
-    """Per probe ``(symbol, grid_time)``: each aggregation of ``plan`` over hours in ``[G − W, G)``."""
-    sums: list[str] = [ROWS]
-    for i in range(len(plan.inputs)):
-        sums += [f"__x{i}_n", f"__x{i}_s"]
-    cols: dict[str, pl.Expr] = {}
-    # non-finite sums poison only the windows that hold them: track them apart from the finite part
-    for c in sums:
-        s = pl.col(c).cast(pl.Float64) if parts.schema[c].is_float() else pl.col(c).cast(pl.Int64)
-        if parts.schema[c].is_float():
-            cols[f"{c}__f"] = pl.when(s.is_finite()).then(s).otherwise(0.0)
-            cols[f"{c}__nan"] = s.is_nan().cast(pl.Int64)
-            cols[f"{c}__pinf"] = (s == float("inf")).cast(pl.Int64)
-            cols[f"{c}__ninf"] = (s == float("-inf")).cast(pl.Int64)
-        else:
-            cols[f"{c}__f"] = s
-    for i in plan.needs_m2:
-        n, s, q = pl.col(f"__x{i}_n"), pl.col(f"__x{i}_s").cast(pl.Float64), pl.col(f"__x{i}_q")
-        # shift by a per-symbol constant K so window variances do not cancel catastrophically
-        k = (s.sum() / n.sum()).over("symbol")
-        mean_h = pl.when(n > 0).then(s / n).otherwise(0.0)
-        cols[f"__x{i}_m2__f"] = pl.when(q.is_finite() & mean_h.is_finite()).then(q + n * (mean_h - k).pow(2)).otherwise(0.0)
-        cols[f"__x{i}_m2__bad"] = (~(q.is_finite() & mean_h.is_finite()) & (n > 0)).cast(pl.Int64)
-        cols[f"__x{i}_k"] = k
-    acc = parts.with_columns(**cols).select(
-        "symbol", HOUR,
-        *[pl.col(c).cum_sum().over("symbol").alias(c) for c in cols if not c.endswith("_k")],
-        *[pl.col(c) for c in cols if c.endswith("_k")],
-    )
-    acc_cols = [c for c in acc.columns if c not in ("symbol", HOUR)]
-    cum_cols = [c for c in acc_cols if not c.endswith("_k")]
+class _Cumulative:
+    """Per-symbol cumulative sums of one side's partials, for lookups at ``G`` and ``G − W``.
 
-    def at(shift: timedelta, suffix: str) -> pl.DataFrame:
+    Only hours in the bands ``[start, end)`` and ``[start − W, end − W)`` (where lookups fall)
+    keep hourly resolution; the rows between bands collapse to one row per symbol and segment,
+    which leaves every prefix sum at a band hour unchanged and makes the work proportional to
+    the hours looked up, not to the lookback. Non-finite sums are counted apart, so they poison
+    only the windows that hold them; variances use a per-symbol shift ``K`` (the symbol's mean)
+    so that window differences do not cancel catastrophically.
+    """
+
+    def __init__(self, parts: pl.DataFrame, plan: Plan, windows: list[timedelta], start: datetime, end: datetime, interval: timedelta):
+        self.plan = plan
+        sums: list[str] = [ROWS]
+        for i in range(len(plan.inputs)):
+            sums += [f"__x{i}_n", f"__x{i}_s"]
+        cols: dict[str, pl.Expr] = {}
+        self.poisoned: set[str] = set()
+        for c in sums:
+            if parts.schema[c].is_float():
+                s = pl.col(c).cast(pl.Float64)
+                cols[f"{c}__f"] = pl.when(s.is_finite()).then(s).otherwise(0.0)
+                cols[f"{c}__nan"] = s.is_nan().cast(pl.Int64)
+                cols[f"{c}__pinf"] = (s == float("inf")).cast(pl.Int64)
+                cols[f"{c}__ninf"] = (s == float("-inf")).cast(pl.Int64)
+                self.poisoned.add(c)
+            else:
+                cols[f"{c}__f"] = pl.col(c).cast(pl.Int64)
+        keep: dict[str, pl.Expr] = {}
+        for i in plan.needs_m2:
+            n, s, q = pl.col(f"__x{i}_n"), pl.col(f"__x{i}_s").cast(pl.Float64), pl.col(f"__x{i}_q")
+            k = (s.sum() / n.sum()).over("symbol")
+            mean_h = pl.when(n > 0).then(s / n).otherwise(0.0)
+            ok = q.is_finite() & mean_h.is_finite()
+            cols[f"__x{i}_m2__f"] = pl.when(ok).then(q + n * (mean_h - k).pow(2)).otherwise(0.0)
+            cols[f"__x{i}_m2__bad"] = (~ok & (n > 0)).cast(pl.Int64)
+            keep[f"__x{i}_k"] = k
+        self.cum_cols = list(cols)
+        self.k_cols = list(keep)
+        has_ltt = LTT in parts.columns
+        # collapse the hours no lookup resolves
+        bands = [(start, end)] + [(start - w, end - w) for w in windows]
+        bounds = sorted({t for band in bands for t in band})
+        h = pl.col(HOUR)
+        in_band = pl.any_horizontal([(h >= a) & (h < b) for a, b in bands])
+        segment = pl.lit(bounds[0] - interval, dtype=pl.Datetime("us"))
+        for b in bounds:
+            segment = pl.when(h >= b).then(pl.lit(b, dtype=pl.Datetime("us"))).otherwise(segment)
+        rows = parts.lazy().with_columns(**cols, **keep).with_columns(pl.when(in_band).then(h).otherwise(segment).alias("__at"))
+        collapsed = rows.group_by("symbol", "__at").agg(
+            *[pl.col(c).sum() for c in self.cum_cols],
+            *[pl.col(c).first() for c in self.k_cols],
+            *([pl.col(LTT).max()] if has_ltt else []),
+        ).sort("symbol", "__at")
+        self.acc = collapsed.select(
+            "symbol", "__at",
+            *[pl.col(c).cum_sum().over("symbol") for c in self.cum_cols],
+            *self.k_cols,
+            *([pl.col(LTT).cum_max().over("symbol")] if has_ltt else []),
+        ).collect()
+        self.value_cols = self.cum_cols + self.k_cols + ([LTT] if has_ltt else [])
+
+    def at(self, probes: pl.DataFrame, shift: timedelta, suffix: str) -> pl.DataFrame:
+        """Cumulative values strictly before ``grid_time − shift`` (0 where nothing precedes)."""
         key = probes.select("symbol", "grid_time", (pl.col("grid_time") - shift).alias("__at"))
-        joined = key.join_asof(
-            acc.rename({HOUR: "__at"}), on="__at", by="symbol", strategy="backward", allow_exact_matches=False, check_sortedness=False
-        )
-        return joined.select("symbol", "grid_time", *[pl.col(c).fill_null(0).alias(c + suffix) for c in cum_cols], *[pl.col(c).alias(c + suffix) for c in acc_cols if c.endswith("_k")])
-
-    hi = at(timedelta(0), "")
-    lo = at(window, "__lo")
-    w = hi.join(lo, on=["symbol", "grid_time"], how="left")
-    diff = {c: pl.col(c) - pl.col(c + "__lo") for c in cum_cols}
-
-    def total(c: str) -> pl.Expr:
-        value = diff[f"{c}__f"]
-        if f"{c}__nan" not in diff:
-            return value
-        nan, pinf, ninf = diff[f"{c}__nan"], diff[f"{c}__pinf"], diff[f"{c}__ninf"]
-        return (
-            pl.when((nan > 0) | ((pinf > 0) & (ninf > 0))).then(float("nan"))
-            .when(pinf > 0).then(float("inf"))
-            .when(ninf > 0).then(float("-inf"))
-            .otherwise(value)
+        joined = key.join_asof(self.acc, on="__at", by="symbol", strategy="backward", allow_exact_matches=False, check_sortedness=False)
+        return joined.select(
+            "symbol", "grid_time",
+            *[pl.col(c).fill_null(0).alias(c + suffix) for c in self.cum_cols],
+            *[pl.col(c).alias(c + suffix) for c in self.value_cols if c not in self.cum_cols],
         )
 
-    out: list[pl.Expr] = []
-    for col, (kind, x, ddof) in plan.aggs.items():
-        if kind == "Len":
-            out.append(total(ROWS).alias(col))
-            continue
-        n = total(f"__x{x}_n")
-        s = total(f"__x{x}_s")
-        if kind == "Sum":
-            out.append(s.alias(col))
-        elif kind == "Count":
-            out.append(n.alias(col))
-        elif kind == "Mean":
-            out.append(pl.when(n > 0).then(s.cast(pl.Float64) / n).alias(col))
-        else:
-            k = pl.coalesce(pl.col(f"__x{x}_k"), pl.col(f"__x{x}_k__lo"))
-            m2 = diff[f"__x{x}_m2__f"] - n * (s.cast(pl.Float64) / n - k).pow(2)
-            var = pl.when(diff[f"__x{x}_m2__bad"] > 0).then(float("nan")).otherwise(pl.max_horizontal(m2, 0.0) / (n - ddof))
-            var = pl.when(n > ddof).then(var)
-            out.append((var.sqrt() if kind == "Std" else var).alias(col))
-    return w.select("symbol", "grid_time", *out)
+    def aggregates(self, hi: pl.DataFrame, probes: pl.DataFrame, window: timedelta) -> pl.DataFrame:
+        """Per probe: every aggregation of the plan over hours in ``[G − W, G)`` (``hi`` = :meth:`at` G)."""
+        lo = self.at(probes, window, "__lo")
+        w = hi.join(lo, on=["symbol", "grid_time"], how="left")
+        diff = {c: pl.col(c) - pl.col(c + "__lo") for c in self.cum_cols}
+
+        def total(c: str) -> pl.Expr:
+            value = diff[f"{c}__f"]
+            if c not in self.poisoned:
+                return value
+            nan, pinf, ninf = diff[f"{c}__nan"], diff[f"{c}__pinf"], diff[f"{c}__ninf"]
+            return (
+                pl.when((nan > 0) | ((pinf > 0) & (ninf > 0))).then(float("nan"))
+                .when(pinf > 0).then(float("inf"))
+                .when(ninf > 0).then(float("-inf"))
+                .otherwise(value)
+            )
+
+        out: list[pl.Expr] = [total(ROWS).alias(ROWS)]
+        for col, (kind, x, ddof) in self.plan.aggs.items():
+            if kind == "Len":
+                out.append(total(ROWS).alias(col))
+                continue
+            n = total(f"__x{x}_n")
+            s = total(f"__x{x}_s")
+            if kind == "Sum":
+                out.append(s.alias(col))
+            elif kind == "Count":
+                out.append(n.alias(col))
+            elif kind == "Mean":
+                out.append(pl.when(n > 0).then(s.cast(pl.Float64) / n).alias(col))
+            else:
+                k = pl.coalesce(pl.col(f"__x{x}_k"), pl.col(f"__x{x}_k__lo"))
+                m2 = diff[f"__x{x}_m2__f"] - n * (s.cast(pl.Float64) / n - k).pow(2)
+                var = pl.when(diff[f"__x{x}_m2__bad"] > 0).then(float("nan")).otherwise(pl.max_horizontal(m2, 0.0) / (n - ddof))
+                var = pl.when(n > ddof).then(var)
+                out.append((var.sqrt() if kind == "Std" else var).alias(col))
+        return w.select("symbol", "grid_time", *out)
 
 
 def _generic(raw: pl.LazyFrame, probes: pl.DataFrame, outputs: list[_Output], time_col: str, window: timedelta) -> pl.DataFrame:
@@ -386,17 +420,20 @@ def _zero_row_values(schema: pl.Schema, outputs: list[_Output]) -> pl.DataFrame:
 
 
 def evaluate_side(
-    parts: pl.DataFrame, probes: pl.DataFrame, plan: Plan, source_schema: pl.Schema, raw: pl.LazyFrame | None, time_col: str
+    cum: "_Cumulative | None", probes: pl.DataFrame, plan: Plan, source_schema: pl.Schema, raw: pl.LazyFrame | None, time_col: str,
+    hi: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Every output of a plan at every probe; windows with no rows get polars' zero-row values."""
     zero = _zero_row_values(source_schema, plan.outputs)
     result = probes.select("symbol", "grid_time")
+    if cum is not None and hi is None:
+        hi = cum.at(probes, timedelta(0), "")
     for window in dict.fromkeys(o.window for o in plan.outputs):
         outputs = [o for o in plan.outputs if o.window == window]
         fast = [o for o in outputs if o.rebuilt is not None]
         slow = [o for o in outputs if o.rebuilt is None]
         if fast:
-            aggs = _window_aggregates(parts, probes, plan, window)
+            aggs = cum.aggregates(hi, probes, window)
             result = result.join(
                 aggs.select("symbol", "grid_time", *[o.rebuilt.alias(o.name) for o in fast]), on=["symbol", "grid_time"], how="left"
             )
@@ -442,26 +479,26 @@ def metadata_from_partials(
         enum = pl.Enum(sorted(iparts["symbol"].cast(pl.String).unique().drop_nulls().to_list()))
         iparts = iparts.with_columns(pl.col("symbol").cast(pl.String).cast(enum))
     times = grid_times(start_date, end_date, spec.interval)
-    # row set: the symbol's latest hour with grid rows before G lies in [G − W_max, G)
+    start, end = datetime(start_date.year, start_date.month, start_date.day), datetime(end_date.year, end_date.month, end_date.day)
+    icum = _Cumulative(iparts, index_plan, [*spec.index, spec.max_index_window], start, end, spec.interval)
+    # row set: the symbol has grid rows in [G − W_max, G); last_trade_time: its latest before G
     candidates = (
         pl.DataFrame({"symbol": pl.Series(enum.categories, dtype=enum)}).join(times.to_frame(), how="cross").sort("symbol", "grid_time")
     )
-    last = candidates.join_asof(
-        iparts.select("symbol", pl.col(HOUR), pl.col(LTT)), left_on="grid_time", right_on=HOUR,
-        by="symbol", strategy="backward", allow_exact_matches=False, check_sortedness=False,
-    )
-    probes = last.filter(pl.col(HOUR) >= pl.col("grid_time") - spec.max_index_window).select(
-        "symbol", "grid_time", pl.col(LTT).alias("last_trade_time")
-    )
-    index = evaluate_side(iparts, probes, index_plan, grid_schema, raw_grid, "last_trade_time")
+    hi = icum.at(candidates, timedelta(0), "")
+    reach = icum.at(candidates, spec.max_index_window, "__lo")
+    present = hi.join(reach, on=["symbol", "grid_time"]).filter(pl.col(f"{ROWS}__f") > pl.col(f"{ROWS}__f__lo"))
+    probes = present.select("symbol", "grid_time", pl.col(LTT).alias("last_trade_time"))
+    index = evaluate_side(icum, probes, index_plan, grid_schema, raw_grid, "last_trade_time", hi=present.select(hi.columns))
     result = probes.join(index, on=["symbol", "grid_time"], how="left", maintain_order="left")
     if spec.returns:
         rparts = (returns_parts.lazy().collect() if returns_parts is not None else partials(pl.LazyFrame(schema=returns_schema), returns_plan, "returns_grid_time", spec.interval).collect())
         rparts = rparts.with_columns(pl.col("symbol").cast(pl.String).cast(enum, strict=False)).filter(pl.col("symbol").is_not_null())
+        rcum = _Cumulative(rparts, returns_plan, list(spec.returns), start, end, spec.interval)
         rraw = None
         if raw_returns is not None:
             rraw = raw_returns.lazy().with_columns(pl.col("symbol").cast(pl.String))
-        returns = evaluate_side(rparts, probes, returns_plan, returns_schema, rraw, "returns_grid_time")
+        returns = evaluate_side(rcum, probes, returns_plan, returns_schema, rraw, "returns_grid_time")
         result = result.join(returns, on=["symbol", "grid_time"], how="left", maintain_order="left")
     float_cols = [c for c, t in result.schema.items() if t.is_float()]
     result = result.with_columns(pl.col(c).fill_nan(None) for c in float_cols)

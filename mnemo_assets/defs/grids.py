@@ -5,19 +5,16 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     BackfillPolicy,
     DailyPartitionsDefinition,
-    MetadataValue,
     Output,
     asset,
 )
 
 from mnemo_assets.defs.automation import when_inputs_ready
+from mnemo_assets.defs.checks import CheckLedger, check_specs
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, trades_key
 from mnemo_assets.defs.lineage import grid_lineage
 from mnemo_assets.grids import GRID_SCHEMA, grid_violations, last_trade_grid, trade_totals
@@ -57,11 +54,11 @@ def build_grid_asset(market: str, peg: str, interval: str, partitions_def: Daily
             "dagster/column_schema": table_schema(GRID_SCHEMA),
             "dagster/column_lineage": grid_lineage(trades_key(market)),
         },
-        check_specs=[AssetCheckSpec(name, asset=key, description=desc, blocking=True) for name, desc in GRID_CHECKS.items()],
+        check_specs=check_specs(key, GRID_CHECKS, partitions_def),
     )
     def _grid(context: AssetExecutionContext, trades: pl.LazyFrame):
         days = [date.fromisoformat(k) for k in context.partition_keys]
-        failures: dict[str, dict[str, int]] = {name: {} for name in GRID_CHECKS}
+        ledger = CheckLedger(key, GRID_CHECKS)
 
         def per_day():
             for day in days:
@@ -76,21 +73,10 @@ def build_grid_asset(market: str, peg: str, interval: str, partitions_def: Daily
                 total_volume = float(grid.get_column("volume_base").sum() or 0.0)
                 lost = total_count != n_trades or abs(total_volume - volume) > 1e-9 * max(abs(volume), 1.0)
                 violations["nothing_lost"] = int(lost)
-                for name, count in violations.items():
-                    if count:
-                        failures[name][day.isoformat()] = count
+                ledger.record(day.isoformat(), violations)
                 yield day.isoformat(), grid
 
         yield Output(per_day())
-        for name, desc in GRID_CHECKS.items():
-            bad = failures[name]
-            yield AssetCheckResult(
-                check_name=name,
-                asset_key=key,
-                passed=not bad,
-                severity=AssetCheckSeverity.ERROR,
-                description=desc,
-                metadata={"failing_days": MetadataValue.json(bad)} if bad else {"days_checked": len(days)},
-            )
+        yield from ledger.results(context)
 
     return _grid

@@ -10,21 +10,18 @@ from datetime import date, timedelta
 
 import polars as pl
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     BackfillPolicy,
     DailyPartitionsDefinition,
-    MetadataValue,
     Output,
     TimeWindowPartitionMapping,
     asset,
 )
 
 from mnemo_assets.defs.automation import when_inputs_ready
+from mnemo_assets.defs.checks import CheckLedger, check_specs
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, metadata_key, returns_key
 from mnemo_assets.defs.lineage import metadata_lineage, with_quantiles
 from mnemo_assets.defs.windows import require_window
@@ -133,7 +130,7 @@ def build_metadata_assets(
                 metadata_lineage(spec, grid_key(market, peg, grid_interval), returns_key(market, peg, returns_interval)), columns
             ),
         },
-        check_specs=[AssetCheckSpec(n, asset=key, description=d, blocking=True) for n, d in METADATA_CHECKS.items()],
+        check_specs=check_specs(key, METADATA_CHECKS, partitions_def),
         **common,
     )
     def _metadata(context: AssetExecutionContext, index_partials: pl.LazyFrame, returns_partials: pl.LazyFrame, **raw: pl.LazyFrame):
@@ -144,7 +141,7 @@ def build_metadata_assets(
             require_window(received, days, before=back, after=0, first=first, what=key.to_user_string())
         iparts = index_partials.collect()
         rparts = returns_partials.collect()
-        failures: dict[str, dict[str, int]] = {n: {} for n in METADATA_CHECKS}
+        ledger = CheckLedger(key, METADATA_CHECKS)
 
         def per_day():
             for day in days:
@@ -152,17 +149,10 @@ def build_metadata_assets(
                     iparts, rparts, spec, day, day + timedelta(days=1), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA,
                     raw_grid=raw.get("grid"), raw_returns=raw.get("returns"),
                 )
-                for name, count in metadata_violations(out, spec).items():
-                    if count:
-                        failures[name][day.isoformat()] = count
+                ledger.record(day.isoformat(), metadata_violations(out, spec))
                 yield day.isoformat(), out
 
         yield Output(per_day())
-        for name, desc in METADATA_CHECKS.items():
-            bad = failures[name]
-            yield AssetCheckResult(
-                check_name=name, asset_key=key, passed=not bad, severity=AssetCheckSeverity.ERROR, description=desc,
-                metadata={"failing_days": MetadataValue.json(bad)} if bad else {"days_checked": len(days)},
-            )
+        yield from ledger.results(context)
 
     return [_index_partials, _returns_partials, _metadata]

@@ -8,14 +8,10 @@ from datetime import date, timedelta
 
 import polars as pl
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     BackfillPolicy,
     DailyPartitionsDefinition,
-    MetadataValue,
     Output,
     TimeWindowPartitionMapping,
     asset,
@@ -23,6 +19,7 @@ from dagster import (
 
 from mnemo_assets.binance.datasets import ParquetDataset, last_rows_before_day
 from mnemo_assets.defs.automation import when_inputs_ready
+from mnemo_assets.defs.checks import CheckLedger, check_specs
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, returns_key
 from mnemo_assets.defs.lineage import returns_lineage
 from mnemo_assets.defs.resources import StoreResource
@@ -72,7 +69,7 @@ def build_returns_asset(
             "dagster/column_schema": table_schema(RETURNS_SCHEMA),
             "dagster/column_lineage": returns_lineage(grid_key(market, peg, grid_interval)),
         },
-        check_specs=[AssetCheckSpec(n, asset=key, description=d, blocking=True) for n, d in RETURNS_CHECKS.items()],
+        check_specs=check_specs(key, RETURNS_CHECKS, partitions_def),
     )
     def _returns(context: AssetExecutionContext, grid: pl.LazyFrame, store: StoreResource):
         days = [date.fromisoformat(k) for k in context.partition_keys]
@@ -84,7 +81,7 @@ def build_returns_asset(
         first_day = set(grid.filter(pl.col("date") == window_start).select(pl.col("symbol").cast(pl.String).unique()).collect().to_series().to_list())
         all_syms = set(grid.select(pl.col("symbol").cast(pl.String).unique()).collect().to_series().to_list())
         carry = last_rows_before_day(dataset, window_start, all_syms - first_day)
-        failures: dict[str, dict[str, int]] = {n: {} for n in RETURNS_CHECKS}
+        ledger = CheckLedger(key, RETURNS_CHECKS)
         tol_us = to_micros(interval)
 
         def per_day():
@@ -93,18 +90,11 @@ def build_returns_asset(
                 universe = grid.filter(pl.col("date") == day).select(pl.col("symbol").n_unique()).collect().item()
                 violations = returns_violations(out, grid, interval, tol_us)
                 violations["row_count"] = int(out.height != universe * (86_400_000_000 // to_micros(interval)))
-                for name, count in violations.items():
-                    if count:
-                        failures[name][day.isoformat()] = count
+                ledger.record(day.isoformat(), violations)
                 yield day.isoformat(), out
 
         yield Output(per_day(), metadata={"carried_in_symbols": 0 if carry is None else carry.height})
-        for name, desc in RETURNS_CHECKS.items():
-            bad = failures[name]
-            yield AssetCheckResult(
-                check_name=name, asset_key=key, passed=not bad, severity=AssetCheckSeverity.ERROR, description=desc,
-                metadata={"failing_days": MetadataValue.json(bad)} if bad else {"days_checked": len(days)},
-            )
+        yield from ledger.results(context)
 
     return _returns
 

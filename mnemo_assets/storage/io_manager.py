@@ -97,15 +97,18 @@ class HiveParquetIOManager(ConfigurableIOManager):
         for key, frame in _split(obj, keys, asset):
             results.append(write_partition(frame, self.root, dataset, key))
             context.log.debug(f"{asset}: wrote {results[-1].rows} rows to {results[-1].path}")
-        rows = sum(r.rows for r in results)
         metadata: dict[str, Any] = {
-            "dagster/row_count": MetadataValue.int(rows),
             "dagster/column_schema": table_schema(results[0].schema),
             "path": MetadataValue.path(str(self.root / dataset)),
-            "symbols": MetadataValue.int(len(set().union(*(r.symbols for r in results)))),
         }
-        if len(results) > 1:
+        # a range run's metadata lands on every partition of the range: counts per day there
+        if len(results) == 1:
+            metadata["dagster/row_count"] = MetadataValue.int(results[0].rows)
+            metadata["symbols"] = MetadataValue.int(len(results[0].symbols))
+        else:
             metadata["rows_by_day"] = MetadataValue.json({k: r.rows for k, r in zip(keys, results, strict=True)})
+            metadata["symbols_by_day"] = MetadataValue.json({k: len(r.symbols) for k, r in zip(keys, results, strict=True)})
+            metadata["rows_in_run"] = MetadataValue.int(sum(r.rows for r in results))
         context.add_output_metadata(metadata)
 
     def load_input(self, context: InputContext) -> pl.LazyFrame:

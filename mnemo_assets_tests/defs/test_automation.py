@@ -6,6 +6,7 @@ import pytest
 from dagster import AssetCheckEvaluation, AssetKey, AssetMaterialization, DagsterInstance, evaluate_automation_conditions
 
 from mnemo_assets.config import MarketSettings
+from mnemo_assets.defs.checks import latest_materialization
 from mnemo_assets.definitions import build_definitions
 from mnemo_assets_tests.defs.conftest import small_settings
 
@@ -37,9 +38,12 @@ def done(instance, defs, key: AssetKey, *days: date):
     node = defs.resolve_asset_graph()
     for day in days:
         instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=day.isoformat()))
+        target = latest_materialization(instance, key, day.isoformat())
         for check_key in node.get(key).check_keys:
             instance.report_runless_asset_event(
-                AssetCheckEvaluation(asset_key=key, check_name=check_key.name, passed=True, partition=day.isoformat())
+                AssetCheckEvaluation(
+                    asset_key=key, check_name=check_key.name, passed=True, partition=day.isoformat(), target_materialization_data=target
+                )
             )
 
 
