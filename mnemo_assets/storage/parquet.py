@@ -141,6 +141,19 @@ def partition_path(root: UPath | str, dataset: str, day: date | str) -> UPath:
 
 def existing_days(root: UPath | str, dataset: str) -> list[date]:
     """Days with a partition file, sorted (a listing of the dataset folder, no reads)."""
+    local = _local_path(UPath(root))
+    if local is not None:
+        folder = os.path.join(local, dataset)
+        if not os.path.isdir(folder):
+            return []
+        days = []
+        for name in os.listdir(folder):
+            if name.startswith("date=") and os.path.exists(os.path.join(folder, name, PART_FILE)):
+                try:
+                    days.append(date.fromisoformat(name[5:]))
+                except ValueError:
+                    continue
+        return sorted(days)
     base = UPath(root) / dataset
     if not base.exists():
         return []
@@ -155,11 +168,20 @@ def existing_days(root: UPath | str, dataset: str) -> list[date]:
     return sorted(days)
 
 
+def _local_path(path: UPath) -> str | None:
+    """A plain filesystem path for a local UPath (fast path), else ``None``."""
+    return str(path.path) if _is_local(path) else None
+
+
 def file_symbols(path: UPath | str) -> tuple[str, ...]:
     """The symbol set recorded in a partition file's footer (reads the footer only)."""
     path = UPath(path)
-    with path.open("rb") as fh:
-        meta = pq.ParquetFile(fh).metadata.metadata or {}
+    local = _local_path(path)
+    if local is not None:
+        meta = pq.read_metadata(local).metadata or {}
+    else:
+        with path.open("rb") as fh:
+            meta = pq.ParquetFile(fh).metadata.metadata or {}
     if SYMBOLS_KEY in meta:
         return tuple(json.loads(meta[SYMBOLS_KEY]))
     # files written by other tools: read the column
@@ -167,8 +189,10 @@ def file_symbols(path: UPath | str) -> tuple[str, ...]:
 
 
 def footer_symbols(root: UPath | str, dataset: str, days: Sequence[date]) -> dict[date, tuple[str, ...]]:
-    """``{day: symbols}`` for the given days, read from footers in parallel."""
+    """``{day: symbols}`` for the given days, read from footers (in parallel on object stores)."""
     root = UPath(root)
+    if _is_local(root):
+        return {d: file_symbols(root / partition_file(dataset, d)) for d in days}
     with ThreadPoolExecutor(max_workers=8) as pool:
         result = pool.map(lambda d: file_symbols(root / partition_file(dataset, d)), days)
         return dict(zip(days, result, strict=True))
@@ -200,7 +224,11 @@ def scan_days(
     """
     root = UPath(root)
     days = sorted(set(days))
-    missing = [d for d in days if not (root / partition_file(dataset, d)).exists()]
+    local = _local_path(root)
+    if local is not None:
+        missing = [d for d in days if not os.path.exists(os.path.join(local, partition_file(dataset, d)))]
+    else:
+        missing = [d for d in days if not (root / partition_file(dataset, d)).exists()]
     if missing:
         shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise FileNotFoundError(f"{root / dataset}: no partition for {len(missing)} day(s): {shown}")
