@@ -10,7 +10,9 @@ same thing: for a ``(market, pair, day)``, a zip holding one CSV and a ``.CHECKS
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
@@ -77,6 +79,20 @@ def parse_checksum(text: str, where: str) -> str:
     if not parts or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
         raise ArchiveError(f"{where}: malformed CHECKSUM file (expected '<sha256hex>  <file>.zip'), got {text[:100]!r}")
     return parts[0].lower()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and one rename: a reader
+    never sees a partial file, and a failure leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def sha256_file(path: Path) -> str:

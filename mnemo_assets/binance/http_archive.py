@@ -51,6 +51,7 @@ from mnemo_assets.binance.archive import (
     parse_checksum,
     parse_trades_file_name,
     verify_zip,
+    write_atomic,
 )
 from mnemo_assets.markets import ARCHIVE_PREFIX, check_market
 
@@ -314,7 +315,7 @@ class HttpArchive(ArchiveSource):
                 continue
             try:
                 os.replace(tmp, path)
-                self._write_atomic(checksum_path, checksum_text.encode())
+                write_atomic(checksum_path, checksum_text.encode())
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 path.unlink(missing_ok=True)
@@ -437,17 +438,6 @@ class HttpArchive(ArchiveSource):
             delay = min(self.max_backoff, max(delay, retry_after))
         if delay > 0:
             time.sleep(delay)
-
-    @staticmethod
-    def _write_atomic(path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def _retry_after(value: str | None) -> float | None:

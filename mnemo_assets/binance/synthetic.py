@@ -46,7 +46,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
@@ -70,6 +69,7 @@ from mnemo_assets.binance.archive import (
     checksum_line,
     trades_file_name,
     verify_zip,
+    write_atomic,
 )
 from mnemo_assets.binance.parse import TRADES_SCHEMA, contract_size, split_pair
 from mnemo_assets.markets import MARKETS, check_market
@@ -117,18 +117,6 @@ def _seed_int(*parts: object) -> int:
 def _rng(*parts: object) -> np.random.Generator:
     """A generator seeded from a tuple (stable across processes and platforms)."""
     return np.random.default_rng(_seed_int(*parts))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fixed8(col: str) -> pl.Expr:
@@ -746,7 +734,7 @@ class SyntheticArchive(ArchiveSource):
             if data_dir.exists() and any(data_dir.iterdir()):
                 raise ArchiveError(f"{root} already holds archive files not made by SyntheticArchive: "
                                    "use another directory")
-            _atomic_write(marker, (json.dumps(mine, indent=1, sort_keys=True) + "\n").encode())
+            write_atomic(marker, (json.dumps(mine, indent=1, sort_keys=True) + "\n").encode())
         self._marked.add(root)
 
     def _materialise(self, root: Path, market: str, pair: str, day: date, end: date | None = None) -> ArchiveFile:
@@ -760,8 +748,8 @@ class SyntheticArchive(ArchiveSource):
             except ChecksumMismatchError:
                 pass  # a damaged file: the synthetic source regenerates it
         data = self._zip_of(self._generate(market, pair, day, end))
-        _atomic_write(path, data)
-        _atomic_write(checksum, checksum_line(data, path.name).encode())
+        write_atomic(path, data)
+        write_atomic(checksum, checksum_line(data, path.name).encode())
         return ArchiveFile(market, pair, day, path, verify_zip(path, checksum))
 
     def fetch(self, market: str, pair: str, day: date) -> ArchiveFile:
