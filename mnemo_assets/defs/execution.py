@@ -29,8 +29,17 @@ class RunSummary:
         return [run_id for *_, run_id, ok in self.runs if not ok]
 
 
-def _groups(defs: Definitions, phase: Phase, days_by_key: dict[AssetKey, tuple[date, ...]]) -> list[tuple[list[AssetKey], tuple[date, ...]]]:
-    """Keys grouped by day set, ordered so that no key runs before its same-phase parents."""
+def batch_limit(defs: Definitions, key: AssetKey, days_per_batch: int) -> int:
+    """Days per run for ``key``: ``days_per_batch``, capped by the asset's backfill policy."""
+    policy = defs.resolve_asset_graph().assets_def_for_key(key).backfill_policy
+    cap = getattr(policy, "max_partitions_per_run", None) if policy else None
+    return min(days_per_batch, cap) if cap else days_per_batch
+
+
+def _groups(
+    defs: Definitions, phase: Phase, days_by_key: dict[AssetKey, tuple[date, ...]], days_per_batch: int
+) -> list[tuple[list[AssetKey], tuple[date, ...], int]]:
+    """Keys grouped by day set and batch size, ordered so that no key runs before its same-phase parents."""
     graph = defs.resolve_asset_graph()
     in_phase = set(days_by_key)
     depth: dict[AssetKey, int] = {}
@@ -40,20 +49,21 @@ def _groups(defs: Definitions, phase: Phase, days_by_key: dict[AssetKey, tuple[d
             depth[key] = 1 + max((d(p) for p in graph.get(key).parent_keys if p in in_phase), default=-1)
         return depth[key]
 
-    groups: list[tuple[list[AssetKey], tuple[date, ...]]] = []
+    groups: list[tuple[list[AssetKey], tuple[date, ...], int]] = []
     where: dict[AssetKey, int] = {}
     for key in sorted(in_phase, key=lambda k: (d(k), k.to_user_string())):
         days = days_by_key[key]
         if not days:
             continue
-        floor = max((where[p] for p in graph.get(key).parent_keys if p in where), default=0)
+        size = batch_limit(defs, key, days_per_batch)
+        floor = max((where[p] + (1 if groups[where[p]][2] != size else 0) for p in graph.get(key).parent_keys if p in where), default=0)
         for i in range(floor, len(groups)):
-            if groups[i][1] == days:
+            if groups[i][1] == days and groups[i][2] == size:
                 groups[i][0].append(key)
                 where[key] = i
                 break
         else:
-            groups.append(([key], days))
+            groups.append(([key], days, size))
             where[key] = len(groups) - 1
     return groups
 
@@ -142,9 +152,9 @@ def run_range(
                 ok = [day for day in ok if day not in stored(key)]
             days_by_key[key] = tuple(ok)
             present[key] = stored(key) | set(ok)
-        for group, group_days in _groups(defs, phase, days_by_key):
+        for group, group_days, size in _groups(defs, phase, days_by_key, days_per_batch):
             names = [k.to_user_string() for k in group]
-            spans = batches(list(group_days), days_per_batch)
+            spans = batches(list(group_days), size)
 
             def tags_for(lo: date, hi: date) -> dict[str, str]:
                 return {

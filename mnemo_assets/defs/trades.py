@@ -18,15 +18,14 @@ from mnemo_assets.storage.parquet import Batches
 TRADES_CODE_VERSION = "1"
 
 
-def build_trades_asset(
-    market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, days_per_batch: int, archive_cron: str = "15 * * * *"
-):
+def build_trades_asset(market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, archive_cron: str = "15 * * * *"):
     pegs = settings.pegs
 
     @asset(
         key=trades_key(market),
         partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=days_per_batch),
+        # one day per run: the day's data version is its archive files' checksums, whatever the batching
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1),
         io_manager_key="parquet_io_manager",
         group_name=group(market),
         kinds={"polars", "parquet"},
