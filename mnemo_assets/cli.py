@@ -154,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", category=Warning, module="dagster")
+    from dagster import BetaWarning, PreviewWarning
+
+    # features the project relies on knowingly (backfill policies, data versions, partitioned checks)
+    for category in (BetaWarning, PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -69,6 +69,8 @@ def _groups(
 
 
 _WORKER: dict = {}
+#: in-process runs log at INFO (Dagster's console default, DEBUG, prints every event)
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _init_worker(settings_json: str) -> None:
@@ -83,7 +85,7 @@ def _run_in_worker(keys: list[list[str]], tags: dict[str, str]) -> tuple[str, bo
     defs = _WORKER["defs"]
     result = materialize(
         list(defs.assets), selection=[AssetKey(k) for k in keys], instance=_WORKER["instance"], tags=tags,
-        resources=defs.resources, raise_on_error=False,
+        resources=defs.resources, raise_on_error=False, run_config=RUN_CONFIG,
     )
     return result.run_id, result.success
 
@@ -169,7 +171,10 @@ def run_range(
             else:
                 outcomes = []
                 for lo, hi in spans:
-                    result = materialize(assets, selection=group, instance=instance, tags=tags_for(lo, hi), resources=defs.resources, raise_on_error=False)
+                    result = materialize(
+                        assets, selection=group, instance=instance, tags=tags_for(lo, hi), resources=defs.resources,
+                        raise_on_error=False, run_config=RUN_CONFIG,
+                    )
                     outcomes.append((lo, hi, result.run_id, result.success))
                     if not result.success:
                         break
