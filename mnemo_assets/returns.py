@@ -79,13 +79,19 @@ def query_marks(
         if reserved in columns:
             raise ValueError(f"the query already has a {reserved!r} column")
     key = prepared.collect_schema()["symbol"]
-    q = q.with_row_index(_RID).with_columns(
+    keys = q.with_row_index(_RID).select(
+        _RID,
         pl.col("symbol").cast(pl.String).cast(key, strict=False).alias(_SYM),
         start_time_expr.cast(pl.Datetime("us")).alias(_T0),
     ).with_columns((pl.col(_T0) + pl.duration(microseconds=duration_us)).alias(_T1))
-    # t1 = t0 + constant: one sort by (symbol, t0) orders both lookups
-    keys = q.select(_RID, _SYM, _T0, _T1).filter(pl.col(_SYM).is_not_null() & pl.col(_T0).is_not_null()).sort(_SYM, _T0)
-    right = prepared.rename({"symbol": _SYM})
+    # t1 = t0 + constant: one sort by (symbol, t0) orders both lookups. With an Enum key that is
+    # one Int128 (physical index < 2^32, t0 an Int64), far faster than a two-column sort. Rows
+    # without a known symbol or a time sort first and find no mark.
+    if isinstance(key, pl.Enum):
+        keys = keys.sort(pl.col(_SYM).to_physical().cast(pl.Int128) * (2**64) + pl.col(_T0).cast(pl.Int64).cast(pl.Int128))
+    else:
+        keys = keys.sort(_SYM, _T0)
+    right = prepared.filter(pl.col("symbol").is_not_null()).rename({"symbol": _SYM})
     tol = pl.duration(microseconds=tolerance_us)
 
     def lookup(on: str, suffix: str) -> list[pl.Expr]:
@@ -104,7 +110,8 @@ def query_marks(
             (pl.when(lag1 <= tol).then(pl.col(MARK_FAIR)) / pl.col("fair0") - 1.0).alias("return"),
         )
     )
-    out = q.join(marks, on=_RID, how="left", maintain_order="left").drop(_RID, _SYM, _T0, _T1)
+    # every query row went through the lookups: back in query order by sorting on the row index
+    out = pl.concat([q, marks.sort(_RID).drop(_RID)], how="horizontal")
     if not append_lag:
         out = out.drop("max_tick_to_query_lag")
     return out

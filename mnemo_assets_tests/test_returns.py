@@ -208,3 +208,19 @@ def test_one_partition_equals_a_single_computation_over_all_days():
     c = full.filter((pl.col("symbol") == "C") & (pl.col("returns_grid_time") == datetime(2025, 1, 4)))
     assert c["max_tick_to_query_lag"][0] > timedelta(days=2) and c["return"][0] is None
     assert full.filter(pl.col("date") == date(2025, 1, 3)).group_by("symbol").len().sort("symbol")["len"].to_list() == [144, 144, 144]
+
+
+@pytest.mark.parametrize("enum_backend", [True, False])
+def test_null_symbols_and_times_keep_their_rows_with_nulls(enum_backend):
+    db = backend([("A", 0, 100.0), ("A", 10, 110.0)])
+    if enum_backend:
+        db = db.with_columns(pl.col("symbol").cast(pl.Enum(["A"])))
+    queries = pl.DataFrame(
+        {"symbol": ["A", None, "A", None], "t": [T0, T0, None, None], "tag": [0, 1, 2, 3]},
+        schema={"symbol": pl.String, "t": pl.Datetime("us"), "tag": pl.Int64},
+    )
+    got = run(db, queries, "10s", "5s")
+    assert got["tag"].to_list() == [0, 1, 2, 3]
+    assert got["return"][0] == pytest.approx(0.1)
+    assert got["return"].to_list()[1:] == [None, None, None]
+    assert got["max_tick_to_query_lag"].to_list()[1:] == [None, None, None]
