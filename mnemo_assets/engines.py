@@ -37,6 +37,16 @@ class ReturnsEngine:
         schema = self.backend_db.collect_schema()
         if "symbol" not in schema:
             raise ValueError("the backend needs a 'symbol' column")
+        # a backend already in memory is sorted once and reused by every query
+        self._in_memory = isinstance(backend_db, pl.DataFrame)
+        self._prepared: pl.DataFrame | None = None
+
+    def _prepared_backend(self) -> pl.LazyFrame:
+        if not self._in_memory:
+            return prepare_backend(self.backend_db, self.backend_fair_expr, self.backend_time_expr)
+        if self._prepared is None:
+            self._prepared = prepare_backend(self.backend_db, self.backend_fair_expr, self.backend_time_expr).collect()
+        return self._prepared.lazy()
 
     def query(
         self,
@@ -70,7 +80,7 @@ class ReturnsEngine:
                     self.backend_db, lo, hi + timedelta(microseconds=duration_us), self.backend_fair_expr, self.backend_time_expr
                 )
         else:
-            backend = prepare_backend(self.backend_db, self.backend_fair_expr, self.backend_time_expr)
+            backend = self._prepared_backend()
         return query_marks(query, backend, start_time_expr, mark_duration, tick_lag_tolerance, append_lag)
 
 
