@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
@@ -105,6 +105,10 @@ def interval_name(interval: str | timedelta | pl.Expr) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def polars_duration(interval: str | timedelta | pl.Expr) -> str:
-    """Interval as a polars duration string in microseconds (exact for any interval)."""
-    return f"{to_micros(interval)}us"
+def day_start(day: date) -> datetime:
+    """The naive UTC datetime at which ``day`` starts.
+
+    >>> day_start(date(2025, 1, 2))
+    datetime.datetime(2025, 1, 2, 0, 0)
+    """
+    return datetime(day.year, day.month, day.day)

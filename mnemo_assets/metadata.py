@@ -29,7 +29,15 @@ from typing import Any
 
 import polars as pl
 
-from mnemo_assets.intervals import ONE_DAY, day_interval, interval_name, to_micros, to_timedelta
+from mnemo_assets.intervals import (
+    ONE_DAY,
+    day_interval,
+    day_start,
+    interval_name,
+    to_micros,
+    to_timedelta,
+)
+from mnemo_assets.returns import RETURNS_SCHEMA
 
 HOUR = "__hour"
 ROWS = "__rows"
@@ -226,12 +234,12 @@ def compile_plan(windows: Mapping[timedelta, Sequence[pl.Expr]]) -> Plan:
             plan.needs_m2.add(x)
         return col
 
-    def rewrite(node: Any, inside: bool) -> tuple[Any, bool]:
+    def rewrite(node: Any) -> tuple[Any, bool]:
         """(node with aggregations replaced by columns, decomposable?)"""
         if node == "Len" or node == {"Len": None}:
             return {"Column": agg_column("Len", None, 0)}, True
         if isinstance(node, list):
-            parts = [rewrite(n, inside) for n in node]
+            parts = [rewrite(n) for n in node]
             return [p[0] for p in parts], all(p[1] for p in parts)
         if not isinstance(node, dict):
             return node, True
@@ -254,14 +262,14 @@ def compile_plan(windows: Mapping[timedelta, Sequence[pl.Expr]]) -> Plan:
             return node, False  # a bare column outside any aggregation is not an aggregate
         out, ok = {}, True
         for k, v in node.items():
-            out[k], sub_ok = rewrite(v, inside)
+            out[k], sub_ok = rewrite(v)
             ok = ok and sub_ok
         return out, ok
 
     for window, exprs in windows.items():
         for expr in exprs:
             tree = json.loads(expr.meta.serialize(format="json"))
-            rebuilt_tree, ok = rewrite(tree, False)
+            rebuilt_tree, ok = rewrite(tree)
             rebuilt = pl.Expr.deserialize(io.StringIO(json.dumps(rebuilt_tree)), format="json") if ok else None
             plan.outputs.append(_Output(expr.meta.output_name(), window, expr, rebuilt))
     return plan
@@ -453,9 +461,7 @@ def evaluate_side(
 
 # ----------------------------------------------------------------------------- the result
 def grid_times(start_date: date, end_date: date, interval: timedelta) -> pl.Series:
-    start = datetime(start_date.year, start_date.month, start_date.day)
-    end = datetime(end_date.year, end_date.month, end_date.day)
-    return pl.datetime_range(start, end, interval=f"{to_micros(interval)}us", closed="left", eager=True, time_unit="us").alias("grid_time")
+    return pl.datetime_range(day_start(start_date), day_start(end_date), interval=f"{to_micros(interval)}us", closed="left", eager=True, time_unit="us").alias("grid_time")
 
 
 def metadata_from_partials(
@@ -479,7 +485,7 @@ def metadata_from_partials(
         enum = pl.Enum(sorted(iparts["symbol"].cast(pl.String).unique().drop_nulls().to_list()))
         iparts = iparts.with_columns(pl.col("symbol").cast(pl.String).cast(enum))
     times = grid_times(start_date, end_date, spec.interval)
-    start, end = datetime(start_date.year, start_date.month, start_date.day), datetime(end_date.year, end_date.month, end_date.day)
+    start, end = day_start(start_date), day_start(end_date)
     icum = _Cumulative(iparts, index_plan, [*spec.index, spec.max_index_window], start, end, spec.interval)
     # row set: the symbol has grid rows in [G − W_max, G); last_trade_time: its latest before G
     candidates = (
@@ -526,13 +532,12 @@ def compute_metadata(
     """
     index_plan, returns_plan = compile_plan(spec.index), compile_plan(spec.returns)
     grid = grid.lazy()
-    start = datetime(start_date.year, start_date.month, start_date.day)
-    end = datetime(end_date.year, end_date.month, end_date.day)
+    start, end = day_start(start_date), day_start(end_date)
     grid_schema = grid.collect_schema()
     g = grid.filter((pl.col("last_trade_time") >= start - spec.max_index_window) & (pl.col("last_trade_time") < end))
     iparts = partials(g, index_plan, "last_trade_time", spec.interval, last_time=True)
     if returns is None:
-        returns = pl.LazyFrame(schema={"symbol": pl.String, "date": pl.Date, "returns_grid_time": pl.Datetime("us"), "max_tick_to_query_lag": pl.Duration("us"), "return": pl.Float64})
+        returns = pl.LazyFrame(schema=RETURNS_SCHEMA)
     returns = returns.lazy()
     returns_schema = returns.collect_schema()
     r = returns.filter(

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from mnemo_assets.intervals import day_interval, to_micros
+from mnemo_assets.intervals import day_interval, day_start, to_micros
 
 _RID = "__mnemo_rid"
 _SYM = "__mnemo_sym"
@@ -157,8 +157,7 @@ def gridded_returns(
     interval = day_interval(returns_interval, "returns interval")
     tolerance = interval if tick_lag_tolerance is None else tick_lag_tolerance
     lf = grid.lazy()
-    start = datetime(start_date.year, start_date.month, start_date.day)
-    end = datetime(end_date.year, end_date.month, end_date.day)
+    start, end = day_start(start_date), day_start(end_date)
     sym = lf.collect_schema()["symbol"]
     universe = (
         lf.filter((pl.col("date") >= start_date) & (pl.col("date") < end_date))

@@ -1,7 +1,7 @@
 """Last-trade grids: one daily-partitioned asset per (market, peg, interval), checks included."""
 
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import polars as pl
 from dagster import (
@@ -17,6 +17,7 @@ from mnemo_assets.defs.automation import when_inputs_ready
 from mnemo_assets.defs.checks import CheckLedger, check_specs
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, trades_key
 from mnemo_assets.defs.lineage import grid_lineage
+from mnemo_assets.intervals import day_start
 from mnemo_assets.grids import GRID_SCHEMA, grid_violations, last_trade_grid, trade_totals
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
 from mnemo_assets.storage.layout import grid_dataset
@@ -62,7 +63,7 @@ def build_grid_asset(market: str, peg: str, interval: str, partitions_def: Daily
 
         def per_day():
             for day in days:
-                start = datetime(day.year, day.month, day.day)
+                start = day_start(day)
                 day_trades = trades.filter(
                     (pl.col("peg_symbol") == peg) & (pl.col("time") >= start) & (pl.col("time") < start + timedelta(days=1))
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date
-from typing import Any, ClassVar
+from typing import Any
 
 import polars as pl
 from dagster import (
@@ -79,7 +79,6 @@ class HiveParquetIOManager(ConfigurableIOManager):
     """Stores daily partitions as hive parquet below ``base_dir`` (a local path or fsspec URL)."""
 
     base_dir: str
-    extension: ClassVar[str] = ".parquet"
 
     @property
     def root(self) -> UPath:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import date
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
@@ -135,10 +134,6 @@ def write_partition(obj: pl.DataFrame | pl.LazyFrame | Batches, root: UPath | st
     return WriteResult(str(final), rows, tuple(sorted(symbols)), target_schema)
 
 
-def partition_path(root: UPath | str, dataset: str, day: date | str) -> UPath:
-    return UPath(root) / partition_file(dataset, day)
-
-
 def existing_days(root: UPath | str, dataset: str) -> list[date]:
     """Days with a partition file, sorted (a listing of the dataset folder, no reads)."""
     local = _local_path(UPath(root))
@@ -246,14 +241,3 @@ def scan_days(
     if "symbol" in lf.collect_schema():
         lf = lf.with_columns(pl.col("symbol").cast(enum))
     return lf
-
-
-def read_schema(root: UPath | str, dataset: str, day: date) -> pl.Schema:
-    """Column schema of one stored partition."""
-    path = UPath(root) / partition_file(dataset, day)
-    with path.open("rb") as fh:
-        return pl.from_arrow(pq.ParquetFile(fh).schema_arrow.empty_table()).schema  # type: ignore[union-attr]
-
-
-def arrow_empty(schema: pl.Schema) -> pa.Table:
-    return pl.DataFrame(schema=schema).to_arrow()

@@ -6,7 +6,6 @@ import zipfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from mnemo_assets import DatasetType
