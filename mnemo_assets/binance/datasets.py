@@ -63,7 +63,8 @@ class ParquetDataset:
         """The stored days, sorted."""
         return existing_days(self.root, self.dataset)
 
-    def _symbols_by_day(self, days: Sequence[date]) -> dict[date, tuple[str, ...]]:
+    def symbols_by_day(self, days: Sequence[date]) -> dict[date, tuple[str, ...]]:
+        """``{day: sorted symbols}`` of stored days, from the files' footers (cached)."""
         todo = [d for d in days if d not in self._footers]
         if todo:
             self._footers.update(footer_symbols(self.root, self.dataset, todo))
@@ -76,11 +77,11 @@ class ParquetDataset:
     @property
     def symbol_enum(self) -> pl.Enum:
         """``pl.Enum`` over the sorted symbols of every stored day."""
-        return symbol_enum(self._symbols_by_day(self.partitions).values())
+        return symbol_enum(self.symbols_by_day(self.partitions).values())
 
     def universe(self) -> pl.DataFrame:
         """``(symbol, date)`` pairs with data, sorted; read from file footers only."""
-        by_day = self._symbols_by_day(self.partitions)
+        by_day = self.symbols_by_day(self.partitions)
         enum = symbol_enum(by_day.values())
         rows = [(s, d) for d, symbols in by_day.items() for s in symbols]
         frame = pl.DataFrame(rows, schema={"symbol": pl.String, "date": pl.Date}, orient="row")
@@ -165,7 +166,7 @@ def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterabl
     for day in reversed(days):
         if not needed:
             break
-        have = needed.intersection(dataset._symbols_by_day([day])[day])
+        have = needed.intersection(dataset.symbols_by_day([day])[day])
         if have:
             wanted[day] = have
             needed -= have

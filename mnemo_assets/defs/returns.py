@@ -75,23 +75,24 @@ def build_returns_asset(
         days = [date.fromisoformat(k) for k in context.partition_keys]
         received = sorted(date.fromisoformat(k) for k in context.asset_partition_keys_for_input("grid"))
         require_window(received, days, before=1, after=1, first=first, what=key.to_user_string())
-        # stale marks from before the window: last rows of symbols absent on the window's first day
+        # symbol sets per day from the grid files' footers (no data read)
         dataset = ParquetDataset(grid_dataset(market, grid_interval, peg), store.base_dir)
-        window_start = received[0]
-        first_day = set(grid.filter(pl.col("date") == window_start).select(pl.col("symbol").cast(pl.String).unique()).collect().to_series().to_list())
-        all_syms = set(grid.select(pl.col("symbol").cast(pl.String).unique()).collect().to_series().to_list())
-        carry = last_rows_before_day(dataset, window_start, all_syms - first_day)
+        symbols = dataset.symbols_by_day(received)
+        # stale marks from before the window: last rows of symbols absent on the window's first day
+        present = set().union(*symbols.values())
+        carry = last_rows_before_day(dataset, received[0], present - set(symbols[received[0]]))
         ledger = CheckLedger(key, RETURNS_CHECKS)
-        tol_us = to_micros(interval)
+        per_day_rows = 86_400_000_000 // to_micros(interval)
+        # one computation for the whole run (one sort of the window), split per day
+        out = gridded_returns(grid, days[0], days[-1] + timedelta(days=1), interval, carry_in=carry)
 
         def per_day():
             for day in days:
-                out = gridded_returns(grid, day, day + timedelta(days=1), interval, carry_in=carry)
-                universe = grid.filter(pl.col("date") == day).select(pl.col("symbol").n_unique()).collect().item()
-                violations = returns_violations(out, grid, interval, tol_us)
-                violations["row_count"] = int(out.height != universe * (86_400_000_000 // to_micros(interval)))
+                part = out.filter(pl.col("date") == day)
+                violations = returns_violations(part, grid, interval)
+                violations["row_count"] = int(part.height != len(symbols[day]) * per_day_rows)
                 ledger.record(day.isoformat(), violations)
-                yield day.isoformat(), out
+                yield day.isoformat(), part
 
         yield Output(per_day(), metadata={"carried_in_symbols": 0 if carry is None else carry.height})
         yield from ledger.results(context)
