@@ -133,3 +133,29 @@ def test_grids_of_an_empty_day_are_empty_partitions(tmp_path, data_root):
     grid = scan_days(data_root, grid_dataset("spot", "5s", "USDT"), [date(2025, 1, 1)]).collect()
     assert grid.height == 0
     shutil.rmtree(root)
+
+
+def test_a_failing_check_fails_the_step_and_blocks_downstream(settings, data_root, monkeypatch):
+    """A grid partition that breaks an invariant: its check fails, the step fails, returns never run."""
+    import mnemo_assets.defs.grids as grid_defs
+
+    real = grid_defs.grid_violations
+
+    def broken(grid, interval):
+        counts = real(grid, interval)
+        return {**counts, "price_bounds": 1} if interval == "5s" else counts
+
+    monkeypatch.setattr(grid_defs, "grid_violations", broken)
+    d = build_definitions(settings)
+    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] == "spot" and k.path[-1] in ("trades", "grid_5s", "returns_10m")]
+    tags = {"dagster/asset_partition_range_start": "2024-12-01", "dagster/asset_partition_range_end": "2024-12-03"}
+    result = materialize(list(d.assets), selection=keys, tags=tags, resources=d.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    assert "binance__spot__usdt__grid_5s" in failed
+    evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "price_bounds" and e.partition]
+    assert evaluations and not any(e.passed for e in evaluations)
+    # blocked, not failed: the returns step never starts
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "binance__spot__usdt__returns_10m" not in started
+    assert not (data_root / "binance/returns").exists()
