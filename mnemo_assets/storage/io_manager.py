@@ -1,10 +1,19 @@
 """The hive-parquet IO manager: partitions of an asset ↔ ``{root}/{dataset}/date=D/part-0.parquet``.
 
 An asset names its dataset folder in its definition metadata (``mnemo/dataset``; see
-:mod:`mnemo_assets.storage.layout`). Outputs may be one frame (one partition), a frame with a
-``date`` column or a ``{partition_key: frame}`` mapping / iterable of pairs (a partition range:
-split per day, every day of the range written, an empty day as an empty file). Inputs are
-always one ``pl.LazyFrame`` over all mapped days, ``symbol`` as one ``pl.Enum``.
+:mod:`mnemo_assets.storage.layout`).
+
+**Outputs.** An output is one partition per day of the run: a frame (one-day runs), a
+``{partition_key: frame}`` mapping, an iterable of ``(partition_key, frame)`` pairs, or the
+same holding :class:`~mnemo_assets.storage.parquet.Staged` partitions that the asset already
+wrote and audited. Every day of the run is staged first, then all are published together
+(write → audit → publish): if any day fails, nothing is published and the stored partitions
+stay as they were. Each partition's own row count, symbol count, file and content hash are
+recorded on that partition's materialization, also in batched (range) runs.
+
+**Inputs** are always one ``pl.LazyFrame`` over all mapped days, ``symbol`` as one ``pl.Enum``;
+every file is verified first (a damaged or missing partition is an error naming the input,
+the dataset and the day).
 """
 
 from __future__ import annotations
@@ -24,14 +33,27 @@ from dagster import (
 )
 from upath import UPath
 
-from mnemo_assets.storage.parquet import Batches, WriteResult, scan_days, write_partition
+from mnemo_assets.storage.parquet import (
+    MissingPartitionError,
+    PartitionError,
+    Staged,
+    WriteResult,
+    discard,
+    existing_days,
+    publish,
+    scan_days,
+    stage_partition,
+)
 
 DATASET_KEY = "mnemo/dataset"
 
 
-def table_schema(schema: pl.Schema) -> TableSchema:
-    """A Dagster ``TableSchema`` for a polars schema."""
-    return TableSchema(columns=[TableColumn(name=name, type=str(dtype)) for name, dtype in schema.items()])
+def table_schema(schema: pl.Schema, descriptions: Mapping[str, str] | None = None) -> TableSchema:
+    """A Dagster ``TableSchema`` for a polars schema, with column descriptions where given."""
+    descriptions = descriptions or {}
+    return TableSchema(
+        columns=[TableColumn(name=name, type=str(dtype), description=descriptions.get(name)) for name, dtype in schema.items()]
+    )
 
 
 def _dataset(metadata: Mapping[str, Any] | None, what: str) -> str:
@@ -42,7 +64,8 @@ def _dataset(metadata: Mapping[str, Any] | None, what: str) -> str:
 
 
 def _split(obj: Any, keys: list[str], asset: str) -> Iterator[tuple[str, Any]]:
-    """(partition key, frame) for every key of the output."""
+    """(partition key, frame or Staged) for every key of the output."""
+    single = (pl.DataFrame, pl.LazyFrame, Staged)
     if isinstance(obj, Mapping):
         extra = set(obj) - set(keys)
         if extra:
@@ -52,11 +75,11 @@ def _split(obj: Any, keys: list[str], asset: str) -> Iterator[tuple[str, Any]]:
                 raise ValueError(f"{asset}: range output lacks partition {key}")
             yield key, obj[key]
         return
-    if isinstance(obj, (pl.DataFrame, pl.LazyFrame, Batches)):
+    if isinstance(obj, single):
         if len(keys) == 1:
             yield keys[0], obj
             return
-        if isinstance(obj, Batches) or "date" not in obj.collect_schema():
+        if isinstance(obj, Staged) or "date" not in obj.collect_schema():
             raise ValueError(f"{asset}: a frame covering {len(keys)} partitions needs a 'date' column to be split")
         for key in keys:
             yield key, obj.filter(pl.col("date") == date.fromisoformat(key))
@@ -73,6 +96,23 @@ def _split(obj: Any, keys: list[str], asset: str) -> Iterator[tuple[str, Any]]:
             raise ValueError(f"{asset}: range output lacks partitions {missing}")
         return
     raise TypeError(f"{asset}: cannot store {type(obj).__name__}; return a polars frame or a mapping of frames")
+
+
+def record_partition_metadata(context: OutputContext, results: Mapping[str, WriteResult]) -> None:
+    """Each day's own row count, symbols, file and hash on that day's materialization."""
+    step = context.step_context
+    for key, result in results.items():
+        step.add_asset_metadata(
+            {
+                "dagster/row_count": MetadataValue.int(result.rows),
+                "symbols": MetadataValue.int(len(result.symbols)),
+                "path": MetadataValue.path(result.path),
+                "size_bytes": MetadataValue.int(result.size),
+                "content_hash": MetadataValue.text(result.content_hash),
+            },
+            asset_key=context.asset_key,
+            partition_key=key,
+        )
 
 
 class HiveParquetIOManager(ConfigurableIOManager):
@@ -92,23 +132,19 @@ class HiveParquetIOManager(ConfigurableIOManager):
             raise ValueError(f"{asset}: HiveParquetIOManager stores daily-partitioned assets only")
         dataset = _dataset(context.definition_metadata, asset)
         keys = list(context.asset_partition_keys)
-        results: list[WriteResult] = []
-        for key, frame in _split(obj, keys, asset):
-            results.append(write_partition(frame, self.root, dataset, key))
-            context.log.debug(f"{asset}: wrote {results[-1].rows} rows to {results[-1].path}")
-        metadata: dict[str, Any] = {
-            "dagster/column_schema": table_schema(results[0].schema),
-            "path": MetadataValue.path(str(self.root / dataset)),
-        }
-        # a range run's metadata lands on every partition of the range: counts per day there
-        if len(results) == 1:
-            metadata["dagster/row_count"] = MetadataValue.int(results[0].rows)
-            metadata["symbols"] = MetadataValue.int(len(results[0].symbols))
-        else:
-            metadata["rows_by_day"] = MetadataValue.json({k: r.rows for k, r in zip(keys, results, strict=True)})
-            metadata["symbols_by_day"] = MetadataValue.json({k: len(r.symbols) for k, r in zip(keys, results, strict=True)})
-            metadata["rows_in_run"] = MetadataValue.int(sum(r.rows for r in results))
-        context.add_output_metadata(metadata)
+        staged: dict[str, Staged] = {}
+        try:
+            for key, value in _split(obj, keys, asset):
+                staged[key] = value if isinstance(value, Staged) else stage_partition(value, self.root, dataset, key)
+            results = {key: publish(s) for key, s in staged.items()}
+        except BaseException:
+            for s in staged.values():
+                discard(s)
+            raise
+        first = next(iter(results.values()))
+        context.add_output_metadata({"dagster/column_schema": table_schema(first.schema)})
+        record_partition_metadata(context, results)
+        context.log.debug(f"{asset}: published {len(results)} partition(s) of {self.root / dataset}")
 
     def load_input(self, context: InputContext) -> pl.LazyFrame:
         upstream = context.upstream_output
@@ -118,8 +154,11 @@ class HiveParquetIOManager(ConfigurableIOManager):
         dataset = _dataset(upstream.definition_metadata if upstream else None, asset)
         days = [date.fromisoformat(k) for k in context.asset_partition_keys]
         if (context.definition_metadata or {}).get("allow_missing_partitions"):
-            days = [d for d in days if (self.root / dataset / f"date={d.isoformat()}" / "part-0.parquet").exists()]
+            stored = set(existing_days(self.root, dataset))
+            days = [d for d in days if d in stored]
         try:
             return scan_days(self.root, dataset, days)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{asset}: cannot load its input: {exc}") from exc
+        except MissingPartitionError as exc:
+            raise MissingPartitionError(f"input {asset}: {exc}") from exc
+        except PartitionError as exc:
+            raise type(exc)(f"input {asset}: {exc}") from exc

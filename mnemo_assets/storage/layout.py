@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 from mnemo_assets.intervals import interval_name
@@ -63,3 +64,14 @@ def partition_dir(dataset: str, day: date | str) -> str:
 def partition_file(dataset: str, day: date | str) -> str:
     """``{dataset}/date=YYYY-MM-DD/part-0.parquet``"""
     return f"{partition_dir(dataset, day)}/{PART_FILE}"
+
+
+def local_cache_dir() -> str:
+    """A local folder for what cannot live below an object-store root (staged partitions
+    before their PUT, downloaded archive files): ``$MNEMO_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/mnemo_assets``, else ``~/.cache/mnemo_assets``."""
+    explicit = os.environ.get("MNEMO_CACHE_DIR")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mnemo_assets")

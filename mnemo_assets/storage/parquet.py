@@ -5,28 +5,59 @@ plain (dictionary-encoded) strings and carry their sorted symbol set in the parq
 (key ``mnemo.symbols``), so the universe of a dataset and its ``pl.Enum`` come from footers
 alone, and two days with different symbols never fail a read.
 
-Writes are atomic: a partition is written to a staging file below the root and moved into
-place with one rename (one PUT on object stores); a failed or killed run leaves the previous
-partition as it was and never a half-written file.
+**Write, audit, publish.** A partition is first *staged* (:func:`stage_partition`: written to
+``{root}/.staging/`` and fsynced), then audited by the caller (the asset's blocking checks),
+and only then *published* (:func:`publish`: one atomic rename, or one PUT on object stores)
+or *discarded* (:func:`discard`). A partition that fails its audit is never visible, a failed
+or killed run leaves the previous partition as it was, and a reader never sees a half-written
+file. :func:`write_partition` stages and publishes in one call.
+
+**Checksums.** Every file carries a content hash of all its bytes in its footer (key
+``mnemo.content``: xxh3-128 of the file with the hash field itself blanked). Readers verify
+it (:func:`verify_partition`, once per file and process), so a flipped byte, a truncated or a
+zero-byte file is a :class:`CorruptPartitionError` naming the dataset, the day and the path,
+never different numbers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 from upath import UPath
 
 from mnemo_assets.storage.layout import PART_FILE, STAGING_DIR, partition_file
 
 SYMBOLS_KEY = b"mnemo.symbols"
+CONTENT_KEY = b"mnemo.content"
+#: what the content hash field holds while the file is hashed (same length as a real hash)
+_BLANK = b"0" * 32
+#: stale files in the staging folder older than this are left over from killed runs
+STAGING_MAX_AGE_SECONDS = 6 * 3600
+
+
+class PartitionError(Exception):
+    """A stored partition that cannot be read as it is. The message names dataset, day and file."""
+
+
+class MissingPartitionError(PartitionError, FileNotFoundError):
+    """Days of a dataset that are not stored."""
+
+
+class CorruptPartitionError(PartitionError):
+    """A stored partition whose bytes are damaged (checksum mismatch, truncated, zero bytes)."""
 
 
 @dataclass(frozen=True)
@@ -43,21 +74,83 @@ class WriteResult:
     rows: int
     symbols: tuple[str, ...]
     schema: pl.Schema
+    content_hash: str = ""
+    size: int = 0
 
 
+@dataclass
+class Staged:
+    """A partition written to the staging folder, not visible to readers until :func:`publish`."""
+
+    root: UPath
+    dataset: str
+    day: date
+    tmp: str  # local path of the staged file
+    rows: int
+    symbols: tuple[str, ...]
+    schema: pl.Schema
+    content_hash: str
+    size: int
+    published: bool = field(default=False)
+
+    @property
+    def final(self) -> UPath:
+        return self.root / partition_file(self.dataset, self.day)
+
+    def result(self) -> WriteResult:
+        return WriteResult(str(self.final), self.rows, self.symbols, self.schema, self.content_hash, self.size)
+
+    def frame(self) -> pl.DataFrame:
+        """The staged data (for audits that read back what will be published)."""
+        return pl.read_parquet(self.tmp)
+
+
+# ----------------------------------------------------------------------------- filesystems
 def _is_local(path: UPath) -> bool:
     return getattr(path, "protocol", "") in ("", "file", "local")
+
+
+def _local_path(path: UPath) -> str | None:
+    """A plain filesystem path for a local UPath (fast path), else ``None``."""
+    return str(path.path) if _is_local(path) else None
 
 
 def _storage_options(path: UPath) -> dict:
     return dict(getattr(path, "storage_options", {}) or {})
 
 
+def _fs(path: UPath):
+    """The path's fsspec filesystem with its listing cache dropped: every listing and
+    existence check reflects what any process has written."""
+    fs = path.fs
+    try:
+        fs.invalidate_cache()
+    except Exception:  # noqa: BLE001 - filesystems without a cache
+        pass
+    return fs
+
+
+def local_staging_dir(root: UPath) -> str:
+    """Where partitions are staged: below the root on local disks; a local temp folder for
+    object stores (published with one PUT)."""
+    local = _local_path(root)
+    if local is not None:
+        return os.path.join(local, STAGING_DIR)
+    from mnemo_assets.storage.layout import local_cache_dir
+
+    return os.path.join(local_cache_dir(), "staging")
+
+
+# ----------------------------------------------------------------------------- writing
 def _prepare(frame: pl.DataFrame) -> pl.DataFrame:
     """Symbols are stored as plain strings (no per-file Enum categories)."""
     if "symbol" in frame.columns and frame.schema["symbol"] != pl.String:
         frame = frame.with_columns(pl.col("symbol").cast(pl.String))
     return frame
+
+
+def _storage_schema(schema: pl.Schema) -> pl.Schema:
+    return _prepare(pl.DataFrame(schema=schema)).schema
 
 
 def _frames(obj: pl.DataFrame | pl.LazyFrame | Batches) -> tuple[pl.Schema, Iterator[pl.DataFrame]]:
@@ -70,127 +163,319 @@ def _frames(obj: pl.DataFrame | pl.LazyFrame | Batches) -> tuple[pl.Schema, Iter
     raise TypeError(f"cannot write {type(obj).__name__}: expected a polars DataFrame, LazyFrame or Batches")
 
 
-def write_partition(obj: pl.DataFrame | pl.LazyFrame | Batches, root: UPath | str, dataset: str, day: date | str) -> WriteResult:
-    """Write one day of ``dataset`` below ``root`` atomically; return rows, symbols and schema.
+def _footer_span(fh, size: int) -> tuple[int, int]:
+    """``(start, length)`` of the thrift footer of a parquet file of ``size`` bytes."""
+    if size < 12:
+        raise ValueError(f"{size} bytes is too short for a parquet file")
+    fh.seek(size - 8)
+    tail = fh.read(8)
+    if tail[4:] != b"PAR1":
+        raise ValueError("no parquet magic at the end of the file")
+    (length,) = struct.unpack("<I", tail[:4])
+    if length + 12 > size:
+        raise ValueError(f"footer length {length} exceeds the file size {size}")
+    return size - 8 - length, length
 
-    A ``LazyFrame`` or :class:`Batches` is written batch by batch (memory bounded by a batch).
+
+def _content_hash(fh, size: int, stored: bytes) -> str:
+    """xxh3-128 of the file's bytes with the (unique) stored hash in the footer blanked."""
+    start, length = _footer_span(fh, size)
+    fh.seek(start)
+    footer = fh.read(length)
+    if footer.count(stored) != 1:
+        raise ValueError("the content hash field is not found exactly once in the footer")
+    digest = xxhash.xxh3_128()
+    fh.seek(0)
+    remaining = start
+    while remaining:
+        chunk = fh.read(min(remaining, 1 << 22))
+        if not chunk:
+            raise ValueError("file shorter than its footer says")
+        digest.update(chunk)
+        remaining -= len(chunk)
+    digest.update(footer.replace(stored, _BLANK))
+    digest.update(fh.read(8))
+    return digest.hexdigest()
+
+
+def _seal(path: str) -> tuple[str, int]:
+    """Put the content hash into a freshly written file's footer (in place); fsync; return
+    ``(hash, size)``."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as fh:
+        content = _content_hash(fh, size, _BLANK)
+        start, length = _footer_span(fh, size)
+        fh.seek(start)
+        footer = fh.read(length)
+        at = footer.index(_BLANK)
+        fh.seek(start + at)
+        fh.write(content.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return content, size
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def stage_partition(
+    obj: pl.DataFrame | pl.LazyFrame | Batches,
+    root: UPath | str,
+    dataset: str,
+    day: date | str,
+    schema: pl.Schema | None = None,
+) -> Staged:
+    """Write one day of ``dataset`` to the staging folder (fsynced, sealed with its content
+    hash); nothing is visible to readers until :func:`publish`.
+
+    ``schema``, when given, is the dataset's schema: the data must have exactly its columns,
+    in order, with its dtypes (``symbol`` may be an Enum or Categorical; it is stored as a
+    string). A ``LazyFrame`` or :class:`Batches` is written batch by batch (memory bounded by
+    a batch). On any error the staged file is removed and the error propagates.
     """
     root = UPath(root)
-    final = root / partition_file(dataset, day)
-    schema, frames = _frames(obj)
-    target_schema = _prepare(pl.DataFrame(schema=schema)).schema
-    arrow_schema = pl.DataFrame(schema=target_schema).to_arrow().schema
+    day = day if isinstance(day, date) else date.fromisoformat(day)
+    data_schema, frames = _frames(obj)
+    target = _storage_schema(schema if schema is not None else data_schema)
+    if schema is not None and _storage_schema(data_schema) != target:
+        raise TypeError(
+            f"{dataset} {day}: columns {dict(_storage_schema(data_schema))} differ from the dataset's schema {dict(target)}"
+        )
+    arrow_schema = pl.DataFrame(schema=target).to_arrow().schema
+    staging = local_staging_dir(root)
+    os.makedirs(staging, exist_ok=True)
+    tmp = os.path.join(staging, f"{uuid.uuid4().hex}.parquet.tmp")
     symbols: set[str] = set()
     rows = 0
-    local = _is_local(root)
-    if local:
-        staging_dir = root / STAGING_DIR
-        staging_dir.mkdir(parents=True, exist_ok=True)
-        tmp = staging_dir / f"{uuid.uuid4().hex}.parquet.tmp"
-        sink = str(tmp.path if hasattr(tmp, "path") else tmp)
-    else:
-        tmp = None
-        sink = None
     writer = None
-    handle = None
     try:
-        if local:
-            handle = open(sink, "wb")  # noqa: SIM115
-        else:
-            handle = final.open("wb")
-        writer = pq.ParquetWriter(handle, arrow_schema, compression="zstd")
+        writer = pq.ParquetWriter(tmp, arrow_schema, compression="zstd", write_statistics=True)
         for frame in frames:
             if frame.height == 0:
                 continue
             frame = _prepare(frame)
-            if frame.schema != target_schema:
-                raise TypeError(f"{dataset} {day}: batch schema {frame.schema} differs from {target_schema}")
+            if frame.schema != target:
+                raise TypeError(f"{dataset} {day}: batch schema {dict(frame.schema)} differs from {dict(target)}")
             if "symbol" in frame.columns:
                 symbols.update(frame.get_column("symbol").unique().drop_nulls().to_list())
             rows += frame.height
             writer.write_table(frame.to_arrow().cast(arrow_schema))
-        writer.add_key_value_metadata({SYMBOLS_KEY: json.dumps(sorted(symbols)).encode()})
+        writer.add_key_value_metadata({SYMBOLS_KEY: json.dumps(sorted(symbols)).encode(), CONTENT_KEY: _BLANK})
         writer.close()
         writer = None
-        handle.close()
-        handle = None
-        if local:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(sink, str(final.path if hasattr(final, "path") else final))
-            tmp = None
-    finally:
+        content, size = _seal(tmp)
+    except BaseException:
         if writer is not None:
             try:
                 writer.close()
             except Exception:  # noqa: BLE001 - the original error matters
                 pass
-        if handle is not None:
-            handle.close()
-        if tmp is not None and local:
-            try:
-                os.unlink(sink)
-            except FileNotFoundError:
-                pass
-    return WriteResult(str(final), rows, tuple(sorted(symbols)), target_schema)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return Staged(root, dataset, day, tmp, rows, tuple(sorted(symbols)), target, content, size)
 
 
+def publish(staged: Staged) -> WriteResult:
+    """Make a staged partition visible: one atomic rename (local) or one PUT (object stores).
+    The previous partition of that day, if any, is replaced as a whole."""
+    if staged.published:
+        return staged.result()
+    final = staged.final
+    local = _local_path(final)
+    if local is not None:
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        os.replace(staged.tmp, local)
+        _fsync_dir(os.path.dirname(local))
+    else:
+        fs = final.fs
+        fs.put_file(staged.tmp, final.path)
+        os.unlink(staged.tmp)
+        try:
+            fs.invalidate_cache()
+        except Exception:  # noqa: BLE001
+            pass
+    staged.published = True
+    _VERIFIED.pop(str(final), None)
+    return staged.result()
+
+
+def discard(staged: Staged) -> None:
+    """Drop a staged partition (the published one, if any, stays as it was)."""
+    if not staged.published:
+        try:
+            os.unlink(staged.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def write_partition(
+    obj: pl.DataFrame | pl.LazyFrame | Batches, root: UPath | str, dataset: str, day: date | str, schema: pl.Schema | None = None
+) -> WriteResult:
+    """Stage and publish one day of ``dataset`` (see :func:`stage_partition`)."""
+    return publish(stage_partition(obj, root, dataset, day, schema))
+
+
+def cleanup_staging(root: UPath | str, max_age_seconds: float = STAGING_MAX_AGE_SECONDS) -> list[str]:
+    """Remove staged files older than ``max_age_seconds`` (left over by killed runs)."""
+    staging = local_staging_dir(UPath(root))
+    removed: list[str] = []
+    if not os.path.isdir(staging):
+        return removed
+    now = time.time()
+    for name in os.listdir(staging):
+        path = os.path.join(staging, name)
+        try:
+            if now - os.path.getmtime(path) > max_age_seconds:
+                os.unlink(path)
+                removed.append(path)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+# ----------------------------------------------------------------------------- listing
 def existing_days(root: UPath | str, dataset: str) -> list[date]:
-    """Days with a partition file, sorted (a listing of the dataset folder, no reads)."""
-    local = _local_path(UPath(root))
+    """Days with a partition file, sorted: a fresh listing of the dataset folder (no cache,
+    no data read; a zero-byte or damaged file is listed and reported when read)."""
+    root = UPath(root)
+    local = _local_path(root)
     if local is not None:
         folder = os.path.join(local, dataset)
         if not os.path.isdir(folder):
             return []
-        days = []
-        for name in os.listdir(folder):
-            if name.startswith("date=") and os.path.exists(os.path.join(folder, name, PART_FILE)):
-                try:
-                    days.append(date.fromisoformat(name[5:]))
-                except ValueError:
-                    continue
-        return sorted(days)
-    base = UPath(root) / dataset
-    if not base.exists():
-        return []
+        names = [n for n in os.listdir(folder) if os.path.exists(os.path.join(folder, n, PART_FILE))]
+    else:
+        fs = _fs(root)
+        base = (root / dataset).path
+        try:
+            found = fs.glob(f"{base}/date=*/{PART_FILE}")
+        except FileNotFoundError:
+            return []
+        names = [p.rstrip("/").split("/")[-2] for p in found]
     days = []
-    for child in base.iterdir():
-        name = child.name
-        if name.startswith("date=") and (child / PART_FILE).exists():
+    for name in names:
+        if name.startswith("date="):
             try:
                 days.append(date.fromisoformat(name[5:]))
             except ValueError:
                 continue
-    return sorted(days)
+    return sorted(set(days))
 
 
-def _local_path(path: UPath) -> str | None:
-    """A plain filesystem path for a local UPath (fast path), else ``None``."""
-    return str(path.path) if _is_local(path) else None
+# ----------------------------------------------------------------------------- verified reads
+_VERIFIED: dict[str, tuple] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    path: str
+    size: int
+    rows: int
+    symbols: tuple[str, ...]
+    content_hash: str | None
+
+
+def _where(dataset: str, day: date | None, path: str) -> str:
+    return f"{dataset} {day.isoformat() if day else ''} ({path})".replace("  ", " ")
+
+
+def _open(path: UPath):
+    local = _local_path(path)
+    return open(local, "rb") if local is not None else path.open("rb")
+
+
+def verify_partition(root: UPath | str, dataset: str, day: date, *, full: bool | None = None) -> PartitionInfo:
+    """Check one stored partition and return what its footer says.
+
+    Raises :class:`MissingPartitionError` when the file is not there and
+    :class:`CorruptPartitionError` when it is empty, truncated, not parquet, or its content
+    hash does not match (any flipped byte). The full-content check (``full``, default: on
+    local disks) reads the file once per process and file version.
+    """
+    root = UPath(root)
+    path = root / partition_file(dataset, day)
+    key = str(path)
+    local = _local_path(path)
+    full = (local is not None) if full is None else full
+    try:
+        if local is not None:
+            st = os.stat(local)
+            size, stamp = st.st_size, (st.st_size, st.st_mtime_ns, st.st_ino)
+        else:
+            info = _fs(root).info(path.path)
+            size = int(info.get("size") or 0)
+            stamp = (size, info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime"))
+    except FileNotFoundError:
+        raise MissingPartitionError(f"{_where(dataset, day, key)}: no partition stored for this day") from None
+    with _VERIFIED_LOCK:
+        cached = _VERIFIED.get(key)
+    if cached is not None and cached[0] == stamp and (cached[2] or not full):
+        return cached[1]
+    if size == 0:
+        raise CorruptPartitionError(f"{_where(dataset, day, key)}: the partition file is empty (0 bytes)")
+    try:
+        with _open(path) as fh:
+            meta = pq.ParquetFile(fh).metadata
+            kv = meta.metadata or {}
+            stored = kv.get(CONTENT_KEY)
+            if full and stored is not None:
+                actual = _content_hash(fh, size, stored)
+                if actual.encode() != stored:
+                    raise CorruptPartitionError(
+                        f"{_where(dataset, day, key)}: content hash mismatch (stored {stored.decode()}, "
+                        f"computed {actual}): the file was damaged after it was written; re-materialize this day"
+                    )
+    except PartitionError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CorruptPartitionError(f"{_where(dataset, day, key)}: not a readable parquet file ({exc})") from exc
+    symbols = tuple(json.loads(kv[SYMBOLS_KEY])) if SYMBOLS_KEY in kv else None
+    if symbols is None:  # files written by other tools: read the column
+        with _open(path) as fh:
+            table = pq.read_table(fh, columns=["symbol"]) if "symbol" in meta.schema.names else None
+        symbols = tuple(sorted(set(table.column("symbol").drop_null().to_pylist()))) if table is not None else ()
+    info = PartitionInfo(key, size, meta.num_rows, symbols, stored.decode() if stored else None)
+    with _VERIFIED_LOCK:
+        _VERIFIED[key] = (stamp, info, full)
+    return info
 
 
 def file_symbols(path: UPath | str) -> tuple[str, ...]:
     """The symbol set recorded in a partition file's footer (reads the footer only)."""
     path = UPath(path)
-    local = _local_path(path)
-    if local is not None:
-        meta = pq.read_metadata(local).metadata or {}
-    else:
-        with path.open("rb") as fh:
-            meta = pq.ParquetFile(fh).metadata.metadata or {}
+    with _open(path) as fh:
+        meta = pq.ParquetFile(fh).metadata.metadata or {}
     if SYMBOLS_KEY in meta:
         return tuple(json.loads(meta[SYMBOLS_KEY]))
-    # files written by other tools: read the column
-    return tuple(sorted(pl.read_parquet(path.open("rb"), columns=["symbol"]).get_column("symbol").unique().drop_nulls().to_list()))
+    with _open(path) as fh:
+        return tuple(sorted(set(pq.read_table(fh, columns=["symbol"]).column("symbol").drop_null().to_pylist())))
 
 
-def footer_symbols(root: UPath | str, dataset: str, days: Sequence[date]) -> dict[date, tuple[str, ...]]:
-    """``{day: symbols}`` for the given days, read from footers (in parallel on object stores)."""
+def footer_symbols(root: UPath | str, dataset: str, days: Sequence[date], *, verify: bool = True) -> dict[date, tuple[str, ...]]:
+    """``{day: symbols}`` for the given days, from verified footers (in parallel on object stores)."""
     root = UPath(root)
+
+    def one(day: date) -> tuple[str, ...]:
+        return verify_partition(root, dataset, day, full=None if verify else False).symbols
+
     if _is_local(root):
-        return {d: file_symbols(root / partition_file(dataset, d)) for d in days}
+        return {d: one(d) for d in days}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        result = pool.map(lambda d: file_symbols(root / partition_file(dataset, d)), days)
-        return dict(zip(days, result, strict=True))
+        return dict(zip(days, pool.map(one, days), strict=True))
 
 
 def symbol_enum(symbol_sets: Iterable[Iterable[str]]) -> pl.Enum:
@@ -201,32 +486,46 @@ def symbol_enum(symbol_sets: Iterable[Iterable[str]]) -> pl.Enum:
     return pl.Enum(sorted(union))
 
 
-def _scan_source(root: UPath, dataset: str, days: Sequence[date]) -> tuple[list[str], dict]:
-    paths = [root / partition_file(dataset, d) for d in days]
+def polars_storage_options(root: UPath) -> dict | None:
+    """object_store options for polars' own readers from a UPath's fsspec options and the
+    usual AWS environment variables (``AWS_ENDPOINT_URL`` included)."""
     if _is_local(root):
-        return [str(p.path if hasattr(p, "path") else p) for p in paths], {}
-    return [str(p) for p in paths], _storage_options(root)
+        return None
+    opts = _storage_options(root)
+    out: dict[str, str] = {}
+    client = opts.get("client_kwargs") or {}
+    endpoint = opts.get("endpoint_url") or client.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        out["aws_endpoint_url"] = endpoint
+        if endpoint.startswith("http://"):
+            out["aws_allow_http"] = "true"
+    for ours, theirs in (("key", "aws_access_key_id"), ("secret", "aws_secret_access_key"), ("token", "aws_session_token")):
+        if opts.get(ours):
+            out[theirs] = opts[ours]
+    region = client.get("region_name") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        out["aws_region"] = region
+    return out or None
 
 
 def scan_days(
-    root: UPath | str, dataset: str, days: Sequence[date], *, enum: pl.Enum | None = None, schema: pl.Schema | None = None
+    root: UPath | str,
+    dataset: str,
+    days: Sequence[date],
+    *,
+    enum: pl.Enum | None = None,
+    schema: pl.Schema | None = None,
+    verify: bool = True,
 ) -> pl.LazyFrame:
     """One ``LazyFrame`` over the given days of a dataset, ``symbol`` cast to one ``pl.Enum``.
 
-    The Enum is the union of the days' footer symbol sets unless ``enum`` is given. Every day
-    must exist (raises ``FileNotFoundError`` naming the missing days). With no days, an empty
+    Every day must be stored (:class:`MissingPartitionError` names the missing days) and
+    intact (:class:`CorruptPartitionError`, see :func:`verify_partition`). The Enum is the
+    union of the days' footer symbol sets unless ``enum`` is given. With no days, an empty
     frame of ``schema`` (which must then be given).
     """
     root = UPath(root)
     days = sorted(set(days))
-    local = _local_path(root)
-    if local is not None:
-        missing = [d for d in days if not os.path.exists(os.path.join(local, partition_file(dataset, d)))]
-    else:
-        missing = [d for d in days if not (root / partition_file(dataset, d)).exists()]
-    if missing:
-        shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise FileNotFoundError(f"{root / dataset}: no partition for {len(missing)} day(s): {shown}")
     if not days:
         if schema is None:
             raise ValueError(f"{root / dataset}: no days to scan and no schema given")
@@ -234,10 +533,20 @@ def scan_days(
         if enum is not None and "symbol" in schema:
             frame = frame.with_columns(pl.col("symbol").cast(enum))
         return frame
+    stored = set(existing_days(root, dataset))
+    missing = [d for d in days if d not in stored]
+    if missing:
+        shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise MissingPartitionError(f"{root / dataset}: no partition for {len(missing)} day(s): {shown}")
+    symbols = footer_symbols(root, dataset, days, verify=verify)
     if enum is None:
-        enum = symbol_enum(footer_symbols(root, dataset, days).values())
-    sources, options = _scan_source(root, dataset, days)
-    lf = pl.scan_parquet(sources, hive_partitioning=False, storage_options=options or None)
+        enum = symbol_enum(symbols.values())
+    paths = [root / partition_file(dataset, d) for d in days]
+    if _is_local(root):
+        sources = [str(p.path) for p in paths]
+    else:
+        sources = [str(p) for p in paths]
+    lf = pl.scan_parquet(sources, hive_partitioning=False, storage_options=polars_storage_options(root))
     if "symbol" in lf.collect_schema():
         lf = lf.with_columns(pl.col("symbol").cast(enum))
     return lf
