@@ -188,3 +188,62 @@ def trade_totals(trades: pl.LazyFrame | pl.DataFrame) -> tuple[int, float]:
     """``(trade count, Σ qty)`` of trades: what a grid of them must add up to."""
     row = trades.lazy().select(pl.len(), pl.col("qty").sum()).collect().row(0)
     return int(row[0]), float(row[1] or 0.0)
+
+
+#: what a valid grid satisfies (checked on every partition before it is published)
+GRID_INVARIANTS: dict[str, str] = {
+    "unique_symbol_time": "one row per (symbol, time)",
+    "price_bounds": "low <= open, close and every vwap <= high",
+    "non_negative_volumes": "every volume >= 0",
+    "finite_values": "prices, volumes and vwaps are finite (no NaN or inf)",
+    "trade_count_positive": "trade_count >= 1",
+    "last_trade_time_in_bucket": "time <= last_trade_time < time + interval",
+    "date_matches_time": "date is the date of time",
+}
+
+#: the grid's asset checks (both blocking): the invariants, and the reconciliation with the trades
+GRID_CHECKS: dict[str, str] = {
+    "invariants": "; ".join(GRID_INVARIANTS.values()),
+    "nothing_lost": "Σ trade_count and Σ volume_base equal the trades' totals",
+}
+
+_FLOAT_GRID_COLUMNS = [c for c, t in GRID_SCHEMA.items() if t == pl.Float64]
+
+
+def grid_checks(grid: pl.DataFrame, trades: pl.LazyFrame | pl.DataFrame, grid_interval: str | timedelta) -> dict[str, int]:
+    """Every invariant of :data:`GRID_INVARIANTS` (failing rows) and ``nothing_lost`` (0 or 1)
+    for a grid and the trades it was built from; 0 everywhere for a valid grid."""
+    counts = grid_violations(grid, grid_interval)
+    if "finite_values" not in counts:
+        counts["finite_values"] = int(
+            grid.select(pl.any_horizontal(pl.col(c).is_infinite() | pl.col(c).is_nan() for c in _FLOAT_GRID_COLUMNS).sum()).item() or 0
+        )
+    n_trades, volume = trade_totals(trades)
+    total_count = int(grid.get_column("trade_count").sum() or 0)
+    total_volume = float(grid.get_column("volume_base").sum() or 0.0)
+    counts["nothing_lost"] = int(total_count != n_trades or not abs(total_volume - volume) <= 1e-9 * max(abs(volume), 1.0))
+    return counts
+
+
+#: SPEC.md's definition of every grid column (shown in the Dagster UI's column tables)
+GRID_DESCRIPTIONS: dict[str, str] = {
+    "symbol": "base asset (BTC); pl.Enum over the dataset's symbols when read",
+    "date": "date of the bucket start",
+    "time": "bucket start b (time floored to the interval, epoch-aligned)",
+    "peg_symbol": "quote asset (USDT)",
+    "open": "price of the first trade in the bucket, ordered by (time, trade_id)",
+    "high": "max price",
+    "low": "min price",
+    "close": "price of the last trade in the bucket, ordered by (time, trade_id)",
+    "volume_base": "Σ qty (base units)",
+    "volume_quote": "Σ quote_qty (quote units)",
+    "trade_count": "number of trades",
+    "last_trade_time": "max trade time in the bucket",
+    "taker_buy_volume_quote": "Σ quote_qty where the taker bought (is_buyer_maker false)",
+    "taker_sell_volume_quote": "Σ quote_qty where the taker sold (is_buyer_maker true)",
+    "vwap_taker_buy": "taker_buy_volume_quote / Σ qty of taker buys; null when there were none",
+    "vwap_taker_sell": "taker_sell_volume_quote / Σ qty of taker sells; null when there were none",
+    "vwap_total_by_base": "volume_quote / volume_base",
+    "taker_buy_volume_base": "Σ qty where the taker bought",
+    "taker_sell_volume_base": "Σ qty where the taker sold",
+}

@@ -265,3 +265,22 @@ def returns_violations(
         unexplained = joined.filter(pl.col("F_t0").is_not_null() & pl.col("F_t1").is_not_null()).height
     counts["null_iff_mark_missing_or_stale"] = bad_non_null + unexplained
     return counts
+
+
+#: what valid gridded returns satisfy (checked on every partition before it is published)
+RETURNS_INVARIANTS = {
+    "row_count": "rows = |universe(D)| × (1 day / interval)",
+    "lags_non_negative": "max_tick_to_query_lag >= 0",
+    "null_iff_mark_missing_or_stale": "a return is null exactly when a mark is missing or stale (or its fair price is null)",
+}
+#: the returns' asset check (blocking)
+RETURNS_CHECKS = {"invariants": "; ".join(RETURNS_INVARIANTS.values())}
+
+#: SPEC.md's definition of every gridded-returns column (shown in the Dagster UI)
+RETURNS_DESCRIPTIONS = {
+    "symbol": "base asset; every symbol of the universe of the day (a grid row that day)",
+    "date": "the partition's day",
+    "returns_grid_time": "query start s = D + kΔr",
+    "max_tick_to_query_lag": "the larger of the two marks' lags (t − T) that exist; null when neither exists",
+    "return": "F(mark at s + Δr) / F(mark at s) − 1, F = vwap_total_by_base; null if a mark is missing or older than Δr",
+}

@@ -13,17 +13,17 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetKey,
-    BackfillPolicy,
     DailyPartitionsDefinition,
-    Output,
     TimeWindowPartitionMapping,
     asset,
 )
 
 from mnemo_assets.defs.automation import when_inputs_ready
-from mnemo_assets.defs.checks import CheckLedger, check_specs
+from mnemo_assets.defs.checks import DayAudit, check_specs, grouped
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, metadata_key, returns_key
 from mnemo_assets.defs.lineage import metadata_lineage, with_quantiles
+from mnemo_assets.defs.partitions import backfill_policy
+from mnemo_assets.defs.resources import StoreResource
 from mnemo_assets.defs.windows import require_window
 from mnemo_assets.grids import GRID_SCHEMA
 from mnemo_assets.intervals import interval_name, to_micros
@@ -32,11 +32,12 @@ from mnemo_assets.returns import RETURNS_SCHEMA
 from mnemo_assets.storage.io_manager import DATASET_KEY
 from mnemo_assets.storage.layout import metadata_dataset, metadata_partials_dataset
 
-METADATA_CHECKS = {
+METADATA_INVARIANTS = {
     "quantiles_in_unit_interval": "every quantile column lies in (0, 1]",
     "sample_sizes_bounded": "a count of returns never exceeds window / returns interval",
     "unique_symbol_grid_time": "one row per (symbol, grid_time)",
 }
+METADATA_CHECKS = {"invariants": "; ".join(METADATA_INVARIANTS.values())}
 
 
 def _days_back(window: timedelta) -> int:
@@ -74,7 +75,7 @@ def build_metadata_assets(
     ikey, rkey = partials_key(market, peg, interval, "index"), partials_key(market, peg, interval, "returns")
     common = dict(
         partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=days_per_batch),
+        backfill_policy=backfill_policy(days_per_batch),
         io_manager_key="parquet_io_manager",
         group_name=group(market),
         kinds={"polars", "parquet"},
@@ -84,10 +85,12 @@ def build_metadata_assets(
     )
 
     def per_day_partials(context, frame: pl.LazyFrame, plan, time_col: str, last_time: bool):
+        out = {}
         for key_ in context.partition_keys:
             day = date.fromisoformat(key_)
             rows = frame.filter(pl.col(time_col).dt.date() == day)
-            yield key_, partials(rows, plan, time_col, spec.interval, last_time=last_time).collect()
+            out[key_] = partials(rows, plan, time_col, spec.interval, last_time=last_time).collect()
+        return out
 
     @asset(
         key=ikey, ins={"grid": AssetIn(grid_key(market, peg, grid_interval))},
@@ -95,7 +98,7 @@ def build_metadata_assets(
         metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "index", peg)}, **common,
     )
     def _index_partials(context: AssetExecutionContext, grid: pl.LazyFrame):
-        return Output(per_day_partials(context, grid, iplan, "last_trade_time", True))
+        return per_day_partials(context, grid, iplan, "last_trade_time", True)
 
     @asset(
         key=rkey, ins={"returns": AssetIn(returns_key(market, peg, returns_interval))},
@@ -103,7 +106,7 @@ def build_metadata_assets(
         metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "returns", peg)}, **common,
     )
     def _returns_partials(context: AssetExecutionContext, returns: pl.LazyFrame):
-        return Output(per_day_partials(context, returns, rplan, "returns_grid_time", False))
+        return per_day_partials(context, returns, rplan, "returns_grid_time", False)
 
     back_i, back_r = _days_back(spec.max_index_window), _days_back(spec.max_returns_window)
     ins = {
@@ -133,26 +136,25 @@ def build_metadata_assets(
         check_specs=check_specs(key, METADATA_CHECKS, partitions_def),
         **common,
     )
-    def _metadata(context: AssetExecutionContext, index_partials: pl.LazyFrame, returns_partials: pl.LazyFrame, **raw: pl.LazyFrame):
+    def _metadata(
+        context: AssetExecutionContext, index_partials: pl.LazyFrame, returns_partials: pl.LazyFrame, store: StoreResource, **raw: pl.LazyFrame
+    ):
         """``raw`` holds ``grid`` / ``returns`` windows when the spec has non-decomposable aggregations."""
         days = [date.fromisoformat(k) for k in context.partition_keys]
         for name, back in (("index_partials", back_i), ("returns_partials", back_r)):
             received = [date.fromisoformat(k) for k in context.asset_partition_keys_for_input(name)]
             require_window(received, days, before=back, after=0, first=first, what=key.to_user_string())
-        ledger = CheckLedger(key, METADATA_CHECKS)
         # one computation for the whole run, split per day
         out = metadata_from_partials(
             index_partials, returns_partials, spec, days[0], days[-1] + timedelta(days=1),
             grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA, raw_grid=raw.get("grid"), raw_returns=raw.get("returns"),
         )
 
-        def per_day():
-            for day in days:
-                part = out.filter(pl.col("grid_time").dt.date() == day)
-                ledger.record(day.isoformat(), metadata_violations(part, spec))
-                yield day.isoformat(), part
-
-        yield Output(per_day())
-        yield from ledger.results(context)
+        audit = DayAudit(context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_CHECKS)
+        for day in days:
+            part = out.filter(pl.col("grid_time").dt.date() == day)
+            audit.stage(day, part)
+            audit.record(day, *grouped(metadata_violations(part, spec), {"invariants": list(METADATA_INVARIANTS)}))
+        yield from audit.outcome()
 
     return [_index_partials, _returns_partials, _metadata]

@@ -10,38 +10,39 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    BackfillPolicy,
     DailyPartitionsDefinition,
-    Output,
     TimeWindowPartitionMapping,
     asset,
 )
 
 from mnemo_assets.binance.datasets import ParquetDataset, last_rows_before_day
 from mnemo_assets.defs.automation import when_inputs_ready
-from mnemo_assets.defs.checks import CheckLedger, check_specs
+from mnemo_assets.defs.checks import DayAudit, check_specs, grouped
 from mnemo_assets.defs.keys import OWNERS, grid_key, group, returns_key
 from mnemo_assets.defs.lineage import returns_lineage
+from mnemo_assets.defs.partitions import backfill_policy
 from mnemo_assets.defs.resources import StoreResource
 from mnemo_assets.defs.windows import require_window
 from mnemo_assets.intervals import to_micros
-from mnemo_assets.returns import RETURNS_SCHEMA, gridded_returns, returns_violations
+from mnemo_assets.returns import (
+    RETURNS_CHECKS,
+    RETURNS_DESCRIPTIONS,
+    RETURNS_INVARIANTS,
+    RETURNS_SCHEMA,
+    gridded_returns,
+    returns_violations,
+)
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
 from mnemo_assets.storage.layout import grid_dataset, returns_dataset
 
 RETURNS_CODE_VERSION = "1"
-
-RETURNS_CHECKS = {
-    "row_count": "rows = |universe(D)| × (1 day / interval)",
-    "lags_non_negative": "max_tick_to_query_lag >= 0",
-    "null_iff_mark_missing_or_stale": "a return is null exactly when a mark is missing or stale (or its fair price is null)",
-}
 
 
 def build_returns_asset(
     market: str, peg: str, interval: str, grid_interval: str, partitions_def: DailyPartitionsDefinition, days_per_batch: int
 ):
     key = returns_key(market, peg, interval)
+    dataset = returns_dataset(market, interval, peg)
     first = partitions_def.start.date()
 
     @asset(
@@ -53,7 +54,7 @@ def build_returns_asset(
             )
         },
         partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=days_per_batch),
+        backfill_policy=backfill_policy(days_per_batch),
         io_manager_key="parquet_io_manager",
         group_name=group(market),
         kinds={"polars", "parquet"},
@@ -65,8 +66,8 @@ def build_returns_asset(
         ),
         owners=OWNERS,
         metadata={
-            DATASET_KEY: returns_dataset(market, interval, peg),
-            "dagster/column_schema": table_schema(RETURNS_SCHEMA),
+            DATASET_KEY: dataset,
+            "dagster/column_schema": table_schema(RETURNS_SCHEMA, RETURNS_DESCRIPTIONS),
             "dagster/column_lineage": returns_lineage(grid_key(market, peg, grid_interval)),
         },
         check_specs=check_specs(key, RETURNS_CHECKS, partitions_def),
@@ -76,26 +77,21 @@ def build_returns_asset(
         received = sorted(date.fromisoformat(k) for k in context.asset_partition_keys_for_input("grid"))
         require_window(received, days, before=1, after=1, first=first, what=key.to_user_string())
         # symbol sets per day from the grid files' footers (no data read)
-        dataset = ParquetDataset(grid_dataset(market, grid_interval, peg), store.base_dir)
-        symbols = dataset.symbols_by_day(received)
+        grids = ParquetDataset(grid_dataset(market, grid_interval, peg), store.base_dir)
+        symbols = grids.symbols_by_day(received)
         # stale marks from before the window: last rows of symbols absent on the window's first day
         present = set().union(*symbols.values())
-        carry = last_rows_before_day(dataset, received[0], present - set(symbols[received[0]]))
-        ledger = CheckLedger(key, RETURNS_CHECKS)
+        carry = last_rows_before_day(grids, received[0], present - set(symbols[received[0]]))
         per_day_rows = 86_400_000_000 // to_micros(interval)
         # one computation for the whole run (one sort of the window), split per day
         out = gridded_returns(grid, days[0], days[-1] + timedelta(days=1), interval, carry_in=carry)
-
-        def per_day():
-            for day in days:
-                part = out.filter(pl.col("date") == day)
-                violations = returns_violations(part, grid, interval)
-                violations["row_count"] = int(part.height != len(symbols[day]) * per_day_rows)
-                ledger.record(day.isoformat(), violations)
-                yield day.isoformat(), part
-
-        yield Output(per_day(), metadata={"carried_in_symbols": 0 if carry is None else carry.height})
-        yield from ledger.results(context)
+        audit = DayAudit(context, key, dataset, store.base_dir, RETURNS_CHECKS, RETURNS_SCHEMA)
+        for day in days:
+            part = out.filter(pl.col("date") == day)
+            audit.stage(day, part)
+            violations = returns_violations(part, grid, interval)
+            violations["row_count"] = int(part.height != len(symbols[day]) * per_day_rows)
+            audit.record(day, *grouped(violations, {"invariants": list(RETURNS_INVARIANTS)}))
+        yield from audit.outcome(metadata={"carried_in_symbols": 0 if carry is None else carry.height})
 
     return _returns
-

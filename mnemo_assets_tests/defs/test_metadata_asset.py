@@ -49,7 +49,7 @@ def test_metadata_partitions_equal_one_pass_over_all_days(data_root):
     checks = r1.get_asset_check_evaluations() + r2.get_asset_check_evaluations()
     assert all(c.passed for c in checks)
     assert {(c.check_name, c.partition) for c in checks if c.partition} == {
-        (n, d) for n in ("quantiles_in_unit_interval", "sample_sizes_bounded", "unique_symbol_grid_time") for d in ("2024-12-03", "2024-12-04", "2024-12-05")
+        ("invariants", d) for d in ("2024-12-03", "2024-12-04", "2024-12-05")
     }
     days = existing_days(data_root, grid_dataset("spot", "5s", "USDT"))
     grid = scan_days(data_root, grid_dataset("spot", "5s", "USDT"), days)

@@ -10,7 +10,8 @@ from dagster import AssetKey, DagsterInstance, materialize
 from mnemo_assets.binance.archive import archive_key
 from mnemo_assets.binance.synthetic import SyntheticArchive
 from mnemo_assets.definitions import build_definitions
-from mnemo_assets.grids import last_trade_grid
+from mnemo_assets.defs.trades import TRADES_CHECKS
+from mnemo_assets.grids import GRID_CHECKS, last_trade_grid
 from mnemo_assets.storage.layout import grid_dataset, partition_file, trades_dataset
 from mnemo_assets.storage.parquet import scan_days
 from mnemo_assets_tests.defs.conftest import small_settings
@@ -40,9 +41,9 @@ def test_range_run_writes_every_partition_and_all_checks_pass(settings, data_roo
                     assert (data_root / partition_file(grid_dataset(market, iv, peg), day)).exists()
     evaluations = result.get_asset_check_evaluations()
     assert all(e.passed for e in evaluations)
-    # every check of every grid asset, on each day of the range (6 grid assets × 7 checks × 2 days)
+    # every check of every grid and trades asset, on each day of the range
     per_day = {(e.asset_key, e.check_name, e.partition) for e in evaluations if e.partition}
-    assert len(per_day) == 6 * 7 * 2
+    assert len(per_day) == (6 * len(GRID_CHECKS) + 2 * len(TRADES_CHECKS)) * 2
 
 
 def test_stored_grid_equals_the_pure_function_of_stored_trades(settings, data_root):
@@ -139,13 +140,13 @@ def test_a_failing_check_fails_the_step_and_blocks_downstream(settings, data_roo
     """A grid partition that breaks an invariant: its check fails, the step fails, returns never run."""
     import mnemo_assets.defs.grids as grid_defs
 
-    real = grid_defs.grid_violations
+    real = grid_defs.grid_checks
 
-    def broken(grid, interval):
-        counts = real(grid, interval)
+    def broken(grid, trades, interval):
+        counts = real(grid, trades, interval)
         return {**counts, "price_bounds": 1} if interval == "5s" else counts
 
-    monkeypatch.setattr(grid_defs, "grid_violations", broken)
+    monkeypatch.setattr(grid_defs, "grid_checks", broken)
     d = build_definitions(settings)
     keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] == "spot" and k.path[-1] in ("trades", "grid_5s", "returns_10m")]
     tags = {"dagster/asset_partition_range_start": "2024-12-01", "dagster/asset_partition_range_end": "2024-12-03"}
@@ -153,9 +154,13 @@ def test_a_failing_check_fails_the_step_and_blocks_downstream(settings, data_roo
     assert not result.success
     failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
     assert "binance__spot__usdt__grid_5s" in failed
-    evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "price_bounds" and e.partition]
+    evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "invariants" and e.partition]
     assert evaluations and not any(e.passed for e in evaluations)
+    assert all(e.metadata["details"].value["price_bounds"] == 1 for e in evaluations)
     # blocked, not failed: the returns step never starts
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert "binance__spot__usdt__returns_10m" not in started
     assert not (data_root / "binance/returns").exists()
+    # audited before publishing: the failing grid was never visible, nothing was left in staging
+    assert not (data_root / grid_dataset("spot", "5s", "USDT")).exists()
+    assert list((data_root / ".staging").iterdir()) == []
