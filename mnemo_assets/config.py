@@ -24,12 +24,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mnemo_assets.intervals import day_interval, interval_name
 from mnemo_assets.markets import MARKETS
 
 Interval = str
+
+class ConfigError(ValueError):
+    """A configuration mistake, said in one line (file, key, allowed values)."""
+
+
+#: environment variables that override the configuration file
+ENV_OVERRIDES = ("MNEMO_DATA_ROOT", "MNEMO_SOURCE", "MNEMO_MIRROR_DIR", "MNEMO_START_DATE", "MNEMO_MARKETS", "MNEMO_AUTOMATION")
 
 
 class _Model(BaseModel):
@@ -248,7 +255,12 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         if value not in ("on", "off", "true", "false", "1", "0"):
             raise ValueError(f"MNEMO_AUTOMATION={env['MNEMO_AUTOMATION']!r}: use on or off")
         raw["automation"] = {**(raw.get("automation") or {}), "enabled": value in ("on", "true", "1")}
-    settings = Settings.model_validate(raw)
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        where = str(file) if file is not None else "the built-in defaults"
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{where}: {problems}") from None
     if env.get("MNEMO_MARKETS"):
         wanted = [m.strip() for m in env["MNEMO_MARKETS"].split(",") if m.strip()]
         unknown = [m for m in wanted if m not in settings.markets]

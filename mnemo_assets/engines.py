@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 import polars as pl
@@ -157,38 +156,42 @@ class MetadataEngine:
             returns = gridded_returns(grid, start_date - back, end_date, self.returns_interval).lazy()
         return compute_metadata(grid, returns, self.spec, start_date, end_date)
 
-    def compute(self, recompute: bool = False, days_per_batch: int = 30, start=None, end=None, progress: bool = True):
+    def compute(
+        self, recompute: bool = False, days_per_batch: int = 30, start=None, end=None, progress: bool = True, instance=None
+    ):
         """Materialize the metadata for ``[start, end]`` (default: every day of the grid) through
-        Dagster, skipping stored days unless ``recompute``; upstream assets run only where
-        missing. Returns the run summary."""
-        from tqdm.auto import tqdm
-
-        from mnemo_assets.defs.execution import run_range, upstream_closure
-        from mnemo_assets.defs.keys import metadata_key
+        Dagster, skipping stored days unless ``recompute``; what the metadata need upstream runs
+        only where missing. The same planner and runs as ``mnemo backfill`` (one asset backfill,
+        run in this process, recorded in ``$DAGSTER_HOME``). Returns the run summary (per asset:
+        planned, materialized, waiting with the reason, failed); raises if anything planned
+        failed."""
         from mnemo_assets.definitions import build_definitions
-        from mnemo_assets.instance import get_instance
+        from mnemo_assets.defs.execution import Request, run_request
+        from mnemo_assets.defs.keys import metadata_key
+        from mnemo_assets.defs.planning import upstream_closure
 
-        defs = build_definitions(self.settings)
+        settings = self.settings.model_copy(
+            update={"backfill": self.settings.backfill.model_copy(update={"days_per_batch": days_per_batch})}
+        )
+        graph = build_definitions(settings).resolve_asset_graph()
         key = metadata_key(self.market, self.peg, self.interval)
-        if key not in defs.resolve_asset_graph().get_all_asset_keys():
+        if not graph.has(key):
             raise ValueError(f"{key.to_user_string()} is not in the configured asset graph (check markets, pegs, metadata.intervals)")
-        keys = upstream_closure(defs, [key])
         grid_days = self.backend_dataset.partitions
         if not grid_days and start is None:
             raise ValueError(f"{self.backend_dataset} holds no grid days yet; pass start and end")
         start = start or grid_days[0]
         end = end or grid_days[-1]
         days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
-        derived = {k for k in keys if k.path[-1].startswith(f"metadata_{self.interval}")}
-        missing_only = keys - derived if recompute else keys
-        logging.getLogger(__name__).info(
-            "Computing %d days of %s in batches of %d days", len(days), key.to_user_string(), days_per_batch
+        keys = sorted(upstream_closure(graph, [key]), key=lambda k: k.to_user_string())
+        # recompute: the metadata (and its partials) again; upstream only where missing
+        derived = [k for k in keys if k.path[-1].startswith(f"metadata_{self.interval}")]
+        missing_only = set(keys) - set(derived) if recompute else set(keys)
+        echo = print if progress else (lambda _m: None)
+        summary = run_request(
+            settings, Request(keys, days, missing_only, f"MetadataEngine.compute {start}..{end}"),
+            progress=progress, echo=echo, instance=instance,
         )
-        with tqdm(total=len(days) * len(keys), desc=key.to_user_string(), unit="asset-day", disable=not progress) as bar:
-            summary = run_range(
-                defs, keys, days, self.settings.data_root, self.settings.start_date, get_instance(), days_per_batch,
-                missing_only=missing_only, tags={"mnemo/command": "MetadataEngine.compute"}, progress=bar.update,
-            )
-        if summary.failed:
-            raise RuntimeError(f"metadata run(s) failed: {summary.failed}; see `dagster dev`")
+        if summary is not None and not summary.ok:
+            raise RuntimeError("metadata backfill incomplete:\n" + "\n".join(summary.lines()))
         return summary

@@ -12,8 +12,7 @@ from dagster import AssetCheckKey, DagsterInstance
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from mnemo_assets.config import load_settings
-from mnemo_assets.defs.execution import stored_days_in
-from mnemo_assets.defs.planning import batches, plan_days
+from mnemo_assets.defs.planning import plan, requested_days, store_listing
 from mnemo_assets.definitions import build_definitions
 from mnemo_assets.graphql import DagsterGraphQL
 from mnemo_assets.storage.io_manager import DATASET_KEY
@@ -42,14 +41,15 @@ def stack(tmp_path_factory):
 def backfilled(stack):
     settings = load_settings(stack.config, env={})
     defs = build_definitions(settings)
-    keys = defs.resolve_asset_graph().get_all_asset_keys()
-    plan, _ = plan_days(defs, keys, DAYS, stored_days_in(defs, settings.data_root), settings.start_date)
+    graph = defs.resolve_asset_graph()
+    planned = plan(graph, requested_days(graph.get_all_asset_keys(), DAYS), store_listing(graph, settings.data_root), settings.start_date)
+    plan_ = planned.run
     client = DagsterGraphQL(stack.url)
-    ranges = {k: [(a.isoformat(), b.isoformat()) for a, b in batches(d, 100)] for k, d in plan.items()}
+    ranges = {k: [(a.isoformat(), b.isoformat()) for a, b in spans] for k, spans in planned.ranges().items()}
     backfill_id = client.launch_asset_backfill(ranges, title="e2e: 5 days of the whole graph")
     status = client.wait_for_backfill(backfill_id, timeout=900, poll=3)
     assert status["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), stack.log_tail()
-    return settings, defs, plan, status
+    return settings, defs, plan_, status
 
 
 def test_backfill_materializes_every_partition_with_files_and_passing_checks(stack, backfilled):

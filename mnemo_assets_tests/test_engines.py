@@ -23,13 +23,15 @@ def engine(data_root, tmp_path, monkeypatch):
 
 def test_compute_skips_stored_days_unless_recompute(engine):
     first = engine.compute(start=date(2024, 12, 1), end=date(2024, 12, 4), progress=False)
-    assert not first.failed and first.runs
+    assert first.ok and first.backfill_id
     assert engine.partitions == [date(2024, 12, 1), date(2024, 12, 2), date(2024, 12, 3)]  # 12-04 waits for 12-05
+    assert "waits for" in first.assets["binance/spot/usdt/metadata_1h"].waiting[date(2024, 12, 4)]
     again = engine.compute(start=date(2024, 12, 1), end=date(2024, 12, 4), progress=False)
-    assert again.runs == []
+    assert again.ok and again.backfill_id is None and sum(a.planned for a in again.assets.values()) == 0
     redo = engine.compute(recompute=True, start=date(2024, 12, 1), end=date(2024, 12, 4), progress=False)
-    touched = {name.split("/")[-1] for names, *_ in redo.runs for name in names}
+    touched = {name.split("/")[-1] for name, a in redo.assets.items() if a.planned}
     assert touched == {"metadata_1h", "metadata_1h_index_partials", "metadata_1h_returns_partials"}
+    assert all(a.materialized == a.planned for a in redo.assets.values())
     stored = engine[[date(2024, 12, 2)]].collect()
     direct = engine.compute_range(date(2024, 12, 2), date(2024, 12, 3))
     s = pl.col("symbol").cast(pl.String)

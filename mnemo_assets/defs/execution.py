@@ -1,206 +1,396 @@
-"""Running a date range of the asset graph in process, recorded in a Dagster instance.
+"""Running planned asset-days: one Dagster asset backfill, run by the daemon or in this process.
 
-Phase by phase (see :mod:`mnemo_assets.defs.planning`): each asset runs for the requested days
-whose input windows exist (and, for ``missing_only`` assets, that are not stored yet); assets
-sharing a day set share runs of at most ``days_per_batch`` days.
+Every command runs the graph the same way. :func:`launch_backfill` records an asset backfill of
+exactly the planner's asset-days (``partitionsByAssets`` ranges, the same request the UI's
+planned backfills end up with). Then either
+
+* a daemon runs it (``mnemo backfill --url``, or any ``dagster-daemon`` on the same instance:
+  a cluster's run launcher, e.g. Kubernetes, launches its runs), or
+* :func:`run_backfill_in_process` runs it here: Dagster's own backfill iterations (the daemon's
+  code, without its 30-second pacing) with a run launcher that executes each run in this
+  process. Same batching, same runs and tags, same Backfills page in the UI.
+
+Afterwards :func:`summarize` says per asset what was planned, materialized, left waiting (and
+why) and failed, checked against a fresh listing of the store.
 """
 
+from __future__ import annotations
+
+import logging
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 
-from dagster import AssetKey, DagsterInstance, Definitions, materialize
-from upath import UPath
+import yaml
+from dagster import AssetKey, DagsterInstance
+from dagster._core.definitions.selector import PartitionRangeSelector, PartitionsByAssetSelector, PartitionsSelector
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.utils import make_new_backfill_id
+from dagster._serdes import ConfigurableClass
+from dagster._serdes.config_class import ConfigurableClassData
 
-from mnemo_assets.defs.planning import Phase, batches, inputs_of, phases, runnable_days
-from mnemo_assets.storage.io_manager import DATASET_KEY
-from mnemo_assets.storage.parquet import existing_days
+from mnemo_assets.defs.planning import Plan, dataset_of
+
+log = logging.getLogger(__name__)
+
+RUN_PID_TAG = "mnemo/pid"
+BACKFILL_ID_TAG = "dagster/backfill"
+DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
+        BulkActionStatus.FAILED, BulkActionStatus.CANCELED}
+
+
+# ----------------------------------------------------------------------------- launching
+#: runs launched by the CLI log warnings and errors only (their events are in the instance)
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def launch_backfill(
+    instance: DagsterInstance, graph, planned: Plan, *, title: str, tags: Mapping[str, str], run_config: Mapping | None = None
+) -> str:
+    """Record an asset backfill of the planned asset-days in ``instance``; its id."""
+    selectors = [
+        PartitionsByAssetSelector(
+            asset_key=key,
+            partitions=PartitionsSelector(ranges=[PartitionRangeSelector(a.isoformat(), b.isoformat()) for a, b in spans]),
+        )
+        for key, spans in sorted(planned.ranges().items(), key=lambda kv: kv[0].to_user_string())
+    ]
+    backfill_id = make_new_backfill_id()
+    backfill = PartitionBackfill.from_partitions_by_assets(
+        backfill_id=backfill_id,
+        asset_graph=graph,
+        backfill_timestamp=time.time(),
+        tags={**tags, "mnemo/planned_asset_days": str(planned.total), "mnemo/waiting_asset_days": str(planned.total_waiting)},
+        dynamic_partitions_store=instance,
+        partitions_by_assets=selectors,
+        title=title,
+        description="\n".join(["mnemo: planned by the CLI", *planned.reasons(limit=30)]),
+        run_config=run_config,
+    )
+    instance.add_backfill(backfill)
+    return backfill_id
+
+
+# ----------------------------------------------------------------------------- in-process runs
+class InProcessRunLauncher(RunLauncher, ConfigurableClass):
+    """Executes each launched run to completion in the calling process (the laptop launcher of
+    :func:`run_backfill_in_process`; clusters use Dagster's own launchers)."""
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None):
+        self._inst_data = inst_data
+        super().__init__()
+
+    @property
+    def inst_data(self) -> ConfigurableClassData | None:
+        return self._inst_data
+
+    @classmethod
+    def config_type(cls):
+        return {}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls(inst_data=inst_data)
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        from dagster._core.execution.api import execute_run
+        from dagster._utils.hosted_user_process import recon_job_from_origin
+
+        run = context.dagster_run
+        self._instance.add_run_tags(run.run_id, {RUN_PID_TAG: str(os.getpid())})
+        execute_run(recon_job_from_origin(context.job_code_origin), run, self._instance)
+
+    def terminate(self, run_id: str) -> bool:  # pragma: no cover - runs finish before the call returns
+        return False
+
+
+def in_process_instance(instance: DagsterInstance) -> DagsterInstance:
+    """``instance``'s storage (runs, events, backfills) with runs launched synchronously in this
+    process: the instance itself when it already does that (ephemeral test instances), else
+    the same Dagster home with the run coordinator and launcher overridden."""
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.launcher.sync_in_memory_run_launcher import SyncInMemoryRunLauncher
+    from dagster._core.run_coordinator import DefaultRunCoordinator
+
+    if isinstance(instance.run_launcher, (InProcessRunLauncher, SyncInMemoryRunLauncher)) and isinstance(
+        instance.run_coordinator, DefaultRunCoordinator
+    ):
+        return instance
+    home = instance.root_directory
+
+    overrides = {
+        "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
+        "run_launcher": {"module": __name__, "class": "InProcessRunLauncher"},
+    }
+    return DagsterInstance.from_ref(InstanceRef.from_dir(home, overrides=overrides))
+
+
+@contextmanager
+def _settings_in_env(settings):
+    """Point the code location (``mnemo_assets.definitions``) at exactly these settings."""
+    if settings is None:
+        yield
+        return
+    from mnemo_assets.config import ENV_OVERRIDES
+
+    fd, path = tempfile.mkstemp(prefix="mnemo-settings-", suffix=".yaml")
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(settings.model_dump(mode="json"), fh)
+    saved = {k: os.environ.get(k) for k in ("MNEMO_CONFIG", *ENV_OVERRIDES)}
+    for k in ENV_OVERRIDES:
+        os.environ.pop(k, None)
+    os.environ["MNEMO_CONFIG"] = path
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        os.unlink(path)
+
+
+def run_backfill_in_process(
+    instance: DagsterInstance, backfill_id: str, settings=None, on_iteration: Callable[[PartitionBackfill], None] | None = None
+) -> PartitionBackfill:
+    """Run a recorded asset backfill to its end in this process (see the module docstring);
+    ``on_iteration(backfill)`` after each of Dagster's backfill iterations."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster._daemon.backfill import execute_backfill_jobs
+
+    instance = in_process_instance(instance)
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name="mnemo_assets.definitions", working_directory=os.getcwd()),
+        location_name="mnemo_assets",
+    )
+    quiet = logging.getLogger("mnemo_assets.backfill")
+    with _settings_in_env(settings), WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as context:
+        entry = next(iter(context.create_request_context().get_code_location_entries().values()))
+        if entry.load_error is not None:
+            raise RuntimeError(f"the code location failed to load: {entry.load_error.to_string()}")
+        while True:
+            backfill = instance.get_backfill(backfill_id)
+            if backfill is None:
+                raise ValueError(f"no backfill {backfill_id} in the instance")
+            if on_iteration is not None:
+                on_iteration(backfill)
+            if backfill.status in DONE:
+                return backfill
+            for error in execute_backfill_jobs(context, quiet, [backfill]):
+                if error is not None:
+                    raise RuntimeError(f"backfill {backfill_id}: {error.to_string()}")
+
+
+# ----------------------------------------------------------------------------- housekeeping
+def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
+    """Runs started in process by a command that was killed stay STARTED forever: mark those
+    whose process is gone as failed (only runs of this host's in-process launcher)."""
+    orphaned = []
+    for record in instance.get_run_records(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+        run = record.dagster_run
+        pid = run.tags.get(RUN_PID_TAG)
+        if not pid or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the process {pid} that ran it is gone (killed); marked failed")
+        orphaned.append(run.run_id)
+    return orphaned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------- the summary
+@dataclass
+class AssetSummary:
+    planned: int = 0
+    materialized: int = 0
+    stored_before: int = 0
+    waiting: dict[date, str] = field(default_factory=dict)
+    failed: list[date] = field(default_factory=list)
+    unaccounted: list[date] = field(default_factory=list)
 
 
 @dataclass
-class RunSummary:
-    runs: list[tuple[list[str], date, date, str, bool]] = field(default_factory=list)  # keys, lo, hi, run id, success
-    skipped: dict[tuple[str, date], str] = field(default_factory=dict)
+class Summary:
+    """Per asset: asset-days planned, materialized, skipped (with the reason) and failed."""
+
+    assets: dict[str, AssetSummary]
+    backfill_id: str | None = None
+    status: str | None = None
 
     @property
-    def failed(self) -> list[str]:
-        return [run_id for *_, run_id, ok in self.runs if not ok]
+    def ok(self) -> bool:
+        """Everything planned was materialized (waiting asset-days have a stated reason)."""
+        return all(not a.failed and not a.unaccounted for a in self.assets.values())
+
+    def lines(self, reasons: int = 10) -> list[str]:
+        width = max((len(k) for k in self.assets), default=10)
+        out = [f"{'asset':<{width}}  planned  materialized  waiting  failed"]
+        for name in sorted(self.assets):
+            a = self.assets[name]
+            out.append(f"{name:<{width}}  {a.planned:>7}  {a.materialized:>12}  {len(a.waiting):>7}  {len(a.failed) + len(a.unaccounted):>6}")
+        shown = 0
+        for name in sorted(self.assets):
+            for day, reason in sorted(self.assets[name].waiting.items()):
+                if shown < reasons:
+                    out.append(f"  waiting: {name} {day}: {reason}")
+                shown += 1
+            for day in self.assets[name].failed:
+                out.append(f"  FAILED: {name} {day}")
+            for day in self.assets[name].unaccounted:
+                out.append(f"  NOT DONE: {name} {day}: planned, neither materialized nor failed (not in the store)")
+        if shown > reasons:
+            out.append(f"  ... and {shown - reasons} more waiting asset-days")
+        return out
 
 
-def batch_limit(defs: Definitions, key: AssetKey, days_per_batch: int) -> int:
-    """Days per run for ``key``: ``days_per_batch``, capped by the asset's backfill policy."""
-    policy = defs.resolve_asset_graph().assets_def_for_key(key).backfill_policy
-    cap = getattr(policy, "max_partitions_per_run", None) if policy else None
-    return min(days_per_batch, cap) if cap else days_per_batch
+def backfill_outcome(instance: DagsterInstance, graph, backfill_id: str) -> tuple[str | None, dict, dict]:
+    """``(status, materialized, failed)`` of a backfill recorded in ``instance``, per asset."""
+    backfill = instance.get_backfill(backfill_id)
+    if backfill is None:
+        return None, {}, {}
+    data = backfill.get_asset_backfill_data(graph)
+
+    def days(subset) -> dict[AssetKey, set[date]]:
+        return {
+            key: {date.fromisoformat(k) for k in subset.get_partitions_subset(key).get_partition_keys()}
+            for key in subset.partitions_subsets_by_asset_key
+        }
+
+    return backfill.status.value, days(data.materialized_subset), days(data.failed_and_downstream_subset)
 
 
-def _groups(
-    defs: Definitions, phase: Phase, days_by_key: dict[AssetKey, tuple[date, ...]], days_per_batch: int
-) -> list[tuple[list[AssetKey], tuple[date, ...], int]]:
-    """Keys grouped by day set and batch size, ordered so that no key runs before its same-phase parents."""
-    graph = defs.resolve_asset_graph()
-    in_phase = set(days_by_key)
-    depth: dict[AssetKey, int] = {}
-
-    def d(key: AssetKey) -> int:
-        if key not in depth:
-            depth[key] = 1 + max((d(p) for p in graph.get(key).parent_keys if p in in_phase), default=-1)
-        return depth[key]
-
-    groups: list[tuple[list[AssetKey], tuple[date, ...], int]] = []
-    where: dict[AssetKey, int] = {}
-    for key in sorted(in_phase, key=lambda k: (d(k), k.to_user_string())):
-        days = days_by_key[key]
-        if not days:
-            continue
-        size = batch_limit(defs, key, days_per_batch)
-        floor = max((where[p] + (1 if groups[where[p]][2] != size else 0) for p in graph.get(key).parent_keys if p in where), default=0)
-        for i in range(floor, len(groups)):
-            if groups[i][1] == days and groups[i][2] == size:
-                groups[i][0].append(key)
-                where[key] = i
-                break
-        else:
-            groups.append(([key], days, size))
-            where[key] = len(groups) - 1
-    return groups
-
-
-_WORKER: dict = {}
-#: in-process runs log at INFO (Dagster's console default, DEBUG, prints every event)
-RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
-
-def _init_worker(settings_json: str) -> None:
-    from mnemo_assets.config import Settings
-    from mnemo_assets.definitions import build_definitions
-
-    _WORKER["defs"] = build_definitions(Settings.model_validate_json(settings_json))
-    _WORKER["instance"] = DagsterInstance.get()
-
-
-def _run_in_worker(keys: list[list[str]], tags: dict[str, str]) -> tuple[str, bool]:
-    defs = _WORKER["defs"]
-    result = materialize(
-        list(defs.assets), selection=[AssetKey(k) for k in keys], instance=_WORKER["instance"], tags=tags,
-        resources=defs.resources, raise_on_error=False, run_config=RUN_CONFIG,
-    )
-    return result.run_id, result.success
-
-
-def stored_days_in(defs: Definitions, root: str) -> Callable[[AssetKey], set[date]]:
-    """``key → days stored`` for the assets of ``defs`` below ``root``."""
-    graph = defs.resolve_asset_graph()
-
-    def stored(key: AssetKey) -> set[date]:
-        dataset = graph.assets_def_for_key(key).metadata_by_key[key][DATASET_KEY]
-        return set(existing_days(UPath(root), dataset))
-
-    return stored
-
-
-def run_range(
-    defs: Definitions,
-    keys: Iterable[AssetKey],
-    days: list[date],
-    root: str,
-    first: date,
-    instance: DagsterInstance,
-    days_per_batch: int,
-    missing_only: Iterable[AssetKey] = (),
-    tags: dict[str, str] | None = None,
-    progress: Callable[[int], object] | None = None,
-    log: Callable[[str], object] = print,
-    workers: int = 1,
-    settings=None,
-) -> RunSummary:
-    """Materialize ``keys`` for ``days``; assets in ``missing_only`` skip days already stored.
-
-    With ``workers > 1`` (and ``settings``, to rebuild the definitions), the batches of a group
-    run in that many processes at once, recorded in the persistent instance (``$DAGSTER_HOME``).
-    """
-    graph = defs.resolve_asset_graph()
-    missing_only = set(missing_only)
-    assets = list(defs.assets or [])
-    summary = RunSummary()
-    stored_cache: dict[AssetKey, set[date]] = {}
-    listing = stored_days_in(defs, root)
-
-    def stored(key: AssetKey) -> set[date]:
-        if key not in stored_cache:
-            stored_cache[key] = listing(key)
-        return stored_cache[key]
-
-    pool = None
-    if workers > 1:
-        if settings is None:
-            raise ValueError("workers > 1 needs the settings to rebuild the definitions in each worker")
-        os.environ.setdefault("DAGSTER_HOME", instance.root_directory)
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings.model_dump_json(),))
-    for number, phase in enumerate(phases(defs, keys), 1):
-        stored_cache.clear()  # earlier phases wrote
-        present: dict[AssetKey, set[date]] = {}
-        days_by_key: dict[AssetKey, tuple[date, ...]] = {}
-        for key in phase.keys:  # parents first
-            for parent, _, _ in inputs_of(graph, key):
-                if parent not in present:
-                    present[parent] = set(stored(parent))
-            ok, waiting = runnable_days(graph, key, days, present, first)
-            for day, reason in waiting.items():
-                summary.skipped[(key.to_user_string(), day)] = reason
-            if key in missing_only:
-                ok = [day for day in ok if day not in stored(key)]
-            days_by_key[key] = tuple(ok)
-            present[key] = stored(key) | set(ok)
-        for group, group_days, size in _groups(defs, phase, days_by_key, days_per_batch):
-            names = [k.to_user_string() for k in group]
-            spans = batches(list(group_days), size)
-
-            def tags_for(lo: date, hi: date) -> dict[str, str]:
-                return {
-                    "dagster/asset_partition_range_start": lo.isoformat(),
-                    "dagster/asset_partition_range_end": hi.isoformat(),
-                    **(tags or {}),
-                }
-
-            if pool is not None:
-                futures = [(lo, hi, pool.submit(_run_in_worker, [list(k.path) for k in group], tags_for(lo, hi))) for lo, hi in spans]
-                outcomes = [(lo, hi, *f.result()) for lo, hi, f in futures]
+def summarize(
+    planned: Plan,
+    stored_days: Callable[[AssetKey], set[date]],
+    *,
+    materialized: Mapping[AssetKey, set[date]] | None = None,
+    failed: Mapping[AssetKey, set[date]] | None = None,
+    backfill_id: str | None = None,
+    status: str | None = None,
+) -> Summary:
+    """What happened to every planned asset-day, checked against a fresh listing of the store:
+    an asset-day counts as materialized only when its run materialized it (when known) and its
+    file is stored; a planned asset-day that is neither is reported, never silently passed."""
+    assets: dict[str, AssetSummary] = {}
+    for key in set(planned.run) | set(planned.waiting):
+        days = planned.run.get(key, [])
+        on_disk = stored_days(key) if days else set()
+        summary = AssetSummary(
+            planned=len(days), waiting=dict(planned.waiting.get(key, {})), stored_before=len(planned.stored.get(key, []))
+        )
+        for day in days:
+            if failed is not None and day in failed.get(key, set()):
+                summary.failed.append(day)
+            elif day in on_disk and (materialized is None or day in materialized.get(key, set())):
+                summary.materialized += 1
             else:
-                outcomes = []
-                for lo, hi in spans:
-                    result = materialize(
-                        assets, selection=group, instance=instance, tags=tags_for(lo, hi), resources=defs.resources,
-                        raise_on_error=False, run_config=RUN_CONFIG,
-                    )
-                    outcomes.append((lo, hi, result.run_id, result.success))
-                    if not result.success:
-                        break
-            for lo, hi, run_id, success in outcomes:
-                summary.runs.append((names, lo, hi, run_id, success))
-                if progress:
-                    progress(len(names) * (hi.toordinal() - lo.toordinal() + 1))
-                if not success:
-                    log(f"run {run_id} ({len(names)} assets, {lo}..{hi}) failed in phase {number}")
-            if summary.failed:
-                break
-        if summary.failed:
-            break
-    if pool is not None:
-        pool.shutdown()
-    return summary
+                summary.unaccounted.append(day)
+        assets[key.to_user_string()] = summary
+    return Summary(assets, backfill_id, status)
 
 
-def upstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
-    """``keys`` and everything they depend on."""
+# ----------------------------------------------------------------------------- one entry point
+@dataclass
+class Request:
+    """What a command asks for: these assets for these days (missing-only or recompute)."""
+
+    keys: list[AssetKey]
+    days: list[date]
+    #: skip stored asset-days: all assets (True), none (False) or these assets
+    missing_only: bool | frozenset[AssetKey] | set[AssetKey]
+    title: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def run_request(
+    settings,
+    request: Request,
+    *,
+    url: str | None = None,
+    wait: bool = True,
+    progress: bool = True,
+    echo: Callable[[str], object] = print,
+    instance: DagsterInstance | None = None,
+) -> Summary | None:
+    """Plan a request, launch it as one asset backfill and run it (here, or by the daemon at
+    ``url``), then summarize. Returns ``None`` when there was nothing to do or ``wait`` is off."""
+    from tqdm.auto import tqdm
+
+    from mnemo_assets.definitions import build_definitions
+    from mnemo_assets.defs.planning import plan, requested_days, store_listing
+    from mnemo_assets.instance import get_instance
+    from mnemo_assets.storage.parquet import cleanup_staging
+
+    defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    out: set[AssetKey] = set()
-    todo = list(keys)
-    while todo:
-        key = todo.pop()
-        if key not in out:
-            out.add(key)
-            todo += list(graph.get(key).parent_keys)
-    return out
+    cleanup_staging(settings.data_root)
+    listing = store_listing(graph, settings.data_root)
+    if isinstance(request.missing_only, bool):
+        missing_only = set(request.keys) if request.missing_only else set()
+    else:
+        missing_only = set(request.missing_only)
+    planned = plan(graph, requested_days(request.keys, request.days), listing, settings.start_date, missing_only=missing_only)
+    mode = "missing only" if missing_only == set(request.keys) else "recompute" if not missing_only else "recompute some, missing-only the rest"
+    echo(f"mnemo: {planned.total} asset-day(s) to run over {len(request.keys)} asset(s), "
+         f"{request.days[0]}..{request.days[-1]} ({mode}); "
+         f"{planned.total_waiting} wait for their inputs, {sum(len(v) for v in planned.stored.values())} already stored")
+    for line in planned.reasons(limit=10):
+        echo(f"mnemo: waiting: {line}")
+    if not planned.total:
+        echo("mnemo: nothing to do")
+        return summarize(planned, listing) if wait else None
+    tags = {"mnemo/command": request.title.split(" ")[0], **request.tags}
+    if url:
+        from mnemo_assets.graphql import DagsterGraphQL
+
+        client = DagsterGraphQL(url)
+        backfill_id = client.launch_asset_backfill(
+            {k: [(a.isoformat(), b.isoformat()) for a, b in spans] for k, spans in planned.ranges().items()},
+            title=request.title, tags=tags,
+        )
+        echo(f"mnemo: launched backfill {backfill_id}; see {url.rstrip('/')}/runs/b/{backfill_id}")
+        if not wait:
+            return None
+        with tqdm(total=planned.total, desc="asset-days", unit="asset-day", disable=not progress) as bar:
+            def show(status):
+                done = sum(a["materialized"] + a["failed"] for a in status["assets"].values())
+                bar.update(max(0, done - bar.n))
+
+            final = client.wait_for_backfill(backfill_id, on_progress=show)
+        # the daemon may run elsewhere: judge by the store (fresh listing)
+        return summarize(planned, listing, backfill_id=backfill_id, status=final["status"])
+    instance = instance or get_instance()
+    fail_orphaned_runs(instance)
+    backfill_id = launch_backfill(instance, graph, planned, title=request.title, tags=tags, run_config=QUIET_RUN_CONFIG)
+    with tqdm(total=planned.total, desc="asset-days", unit="asset-day", disable=not progress) as bar:
+        def advance(backfill) -> None:
+            done = backfill.get_asset_backfill_data(graph)
+            n = sum(len(done.materialized_subset.get_partitions_subset(k)) for k in done.materialized_subset.partitions_subsets_by_asset_key)
+            n += sum(
+                len(done.failed_and_downstream_subset.get_partitions_subset(k))
+                for k in done.failed_and_downstream_subset.partitions_subsets_by_asset_key
+            )
+            bar.update(max(0, n - bar.n))
+
+        run_backfill_in_process(instance, backfill_id, settings=settings, on_iteration=advance)
+    status, materialized, failed = backfill_outcome(instance, graph, backfill_id)
+    return summarize(planned, listing, materialized=materialized, failed=failed, backfill_id=backfill_id, status=status)

@@ -3,7 +3,10 @@
 from dagster import AssetKey
 
 from mnemo_assets.config import GridSettings, MarketSettings, Settings
-from mnemo_assets.definitions import build_definitions, defs
+from mnemo_assets.definitions import build_definitions
+from mnemo_assets.definitions import defs as load_defs
+
+defs = load_defs()  # what Dagster loads: the lazily built code location
 
 
 def keys(d) -> set[str]:

@@ -7,13 +7,12 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from mnemo_assets.config import MarketSettings
-from mnemo_assets.defs.execution import run_range
-from mnemo_assets.defs.planning import batches, phases
+from mnemo_assets.defs.planning import batches, plan, requested_days, store_listing
 from mnemo_assets.definitions import build_definitions
 from mnemo_assets.returns import gridded_returns
 from mnemo_assets.storage.layout import grid_dataset, returns_dataset
 from mnemo_assets.storage.parquet import existing_days, scan_days
-from mnemo_assets_tests.defs.conftest import small_settings
+from mnemo_assets_tests.defs.conftest import run_days, small_settings
 from mnemo_assets_tests.oracles import assert_rows_close
 
 RET = AssetKey(["binance", "spot", "usdt", "returns_10m"])
@@ -42,8 +41,8 @@ def test_partitions_equal_one_computation_over_all_days_and_checks_pass(data_roo
     assert r1.success and r2.success
     checks = r1.get_asset_check_evaluations() + r2.get_asset_check_evaluations()
     assert all(c.passed for c in checks)
-    names = ("row_count", "lags_non_negative", "null_iff_mark_missing_or_stale")
-    assert {(c.check_name, c.partition) for c in checks if c.partition} == {(n, d) for n in names for d in ("2024-12-31", "2025-01-01", "2025-01-02")}
+    assert {(c.check_name, c.partition) for c in checks if c.partition} == {("invariants", d) for d in ("2024-12-31", "2025-01-01", "2025-01-02")}
+    assert all(set(c.metadata["details"].value) == {"row_count", "lags_non_negative", "null_iff_mark_missing_or_stale"} for c in checks if c.partition)
     days = [date(2024, 12, 30) + timedelta(days=k) for k in range(5)]
     grid = scan_days(data_root, grid_dataset("spot", "5s", "USDT"), days).collect()
     full = gridded_returns(grid, date(2024, 12, 31), date(2025, 1, 3), "10m")
@@ -79,21 +78,21 @@ def test_newest_partition_is_not_computed_without_its_next_day(data_root):
     assert "not a partition yet" in err and (yesterday + timedelta(days=1)).isoformat() in err
 
 
-def test_planner_orders_phases_and_waits_for_windows(data_root):
+def test_planner_waits_for_windows_and_runs_the_rest(data_root, instance):
     settings = spot_only(data_root)
-    d = build_definitions(settings)
-    plan = phases(d, [TRADES, GRID, RET])
-    assert [p.keys for p in plan] == [[TRADES, GRID], [RET]]
-    instance = DagsterInstance.ephemeral()
+    graph = build_definitions(settings).resolve_asset_graph()
     days = [date(2024, 12, 1) + timedelta(days=k) for k in range(4)]
-    summary = run_range(d, [TRADES, GRID, RET], days, str(data_root), settings.start_date, instance, 30)
-    assert not summary.failed
+    summary = run_days(settings, [TRADES, GRID, RET], days, instance)
+    assert summary.ok
     # 12-01 is the first partition: its D−1 is before the data and may be absent; 12-04 waits for 12-05
     assert existing_days(data_root, returns_dataset("spot", "10m", "USDT")) == days[:3]
-    assert "2024-12-05" in summary.skipped[(RET.to_user_string(), date(2024, 12, 4))]
+    ret = summary.assets[RET.to_user_string()]
+    assert (ret.planned, ret.materialized) == (3, 3)
+    assert "binance/spot/usdt/grid_5s of 2024-12-05" in ret.waiting[date(2024, 12, 4)]
     # missing-only: nothing to do the second time
-    again = run_range(d, [TRADES, GRID, RET], days, str(data_root), settings.start_date, instance, 30, missing_only=[TRADES, GRID, RET])
-    assert again.runs == []
+    again = plan(graph, requested_days([TRADES, GRID, RET], days), store_listing(graph, str(data_root)), settings.start_date,
+                 missing_only=[TRADES, GRID, RET])
+    assert again.total == 0 and again.waiting[RET] == {date(2024, 12, 4): ret.waiting[date(2024, 12, 4)]}
 
 
 @pytest.mark.parametrize("size,expected", [(1, 3), (2, 2), (30, 1)])

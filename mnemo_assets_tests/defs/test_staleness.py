@@ -10,9 +10,8 @@ from dagster._core.loader import LoadingContextForTest
 from mnemo_assets.binance.archive import archive_key, checksum_line
 from mnemo_assets.binance.synthetic import SyntheticArchive
 from mnemo_assets.config import MarketSettings
-from mnemo_assets.defs.execution import run_range
 from mnemo_assets.definitions import build_definitions
-from mnemo_assets_tests.defs.conftest import small_settings
+from mnemo_assets_tests.defs.conftest import run_days, small_settings
 
 TRADES = AssetKey(["binance", "spot", "trades"])
 GRID = AssetKey(["binance", "spot", "usdt", "grid_5s"])
@@ -25,23 +24,24 @@ def status(instance, defs, key: AssetKey, day: date) -> StaleStatus:
 
 
 def materializations(instance, key: AssetKey, day: date) -> int:
+    """Runs that materialized the partition."""
     from dagster import AssetRecordsFilter
 
-    return len(instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=100).records)
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=100).records
+    return len({r.run_id for r in records})
 
 
-def test_recompute_marks_dependents_stale_only_when_data_changed(tmp_path, data_root):
+def test_recompute_marks_dependents_stale_only_when_data_changed(tmp_path, data_root, instance):
     mirror = tmp_path / "mirror"
     SyntheticArchive(tmp_path / "gen", seed=11, n_pairs=8, trades_per_day=6000, start=date(2024, 12, 1), end=D2).write_mirror(
         mirror, markets=("spot",), start=date(2024, 12, 1), end=D2
     )
     settings = small_settings(data_root, kind="mirror", mirror_dir=str(mirror)).model_copy(update={"markets": {"spot": MarketSettings(pegs=("USDT",))}})
     defs = build_definitions(settings)
-    instance = DagsterInstance.ephemeral()
 
     def recompute(keys, days):
-        summary = run_range(defs, keys, days, settings.data_root, settings.start_date, instance, 30)
-        assert not summary.failed
+        summary = run_days(settings, keys, days, instance)
+        assert summary.ok
         return summary
 
     recompute([TRADES, GRID], [D1, D2])
