@@ -70,22 +70,35 @@ from mnemo_assets.binance.archive import (
     verify_zip,
     write_atomic,
 )
+from mnemo_assets.binance import formats
+from mnemo_assets.binance.formats import KLINES, TRADES, check_dataset
 from mnemo_assets.binance.parse import TRADES_SCHEMA, contract_size, split_pair
+from mnemo_assets.config import SyntheticSettings
 from mnemo_assets.markets import MARKETS, check_market
 
 __all__ = ["SyntheticArchive", "SyntheticPair"]
 
 #: bump when the model changes the bytes; part of the cache fingerprint
-MODEL_VERSION = 1
+#: (2: no int64 overflow for tiny prices and huge sizes, prices kept within ×/÷100 of their
+#: reference, COIN-M sizes capped so base_qty stays exact, 1m klines)
+MODEL_VERSION = 2
+_DEFAULTS = SyntheticSettings()
 _MARKER = ".synthetic-archive.json"
 _EPOCH = date(1970, 1, 1)
 _PRICE_ANCHOR = date(2024, 12, 20)  # reference prices hold on this day
-_US_FROM = date(2025, 1, 1)  # spot files carry microseconds from this day on
 _BLOCK = 64  # days per block of daily draws
 _DAY_US = 86_400_000_000
 _PATH_STEP_S = 5  # resolution of the intraday price path
 _PATH_N = 86_400 // _PATH_STEP_S
-_MAX_EXACT = 2**53
+#: every printed number is an integer of units below this, so that its decimal is the shortest
+#: representation of the double a parser reads (below 2**52 the decimal grid is coarser than the
+#: doubles), which makes parsing, summing and re-printing exact
+_MAX_EXACT = 2**52
+#: a base's daily log-price stays within ±_BAND of its reference (×/÷100)
+_BAND = float(np.log(100.0))
+#: largest notional of one trade (USD), and largest COIN-M base quantity of one trade (coins)
+_MAX_NOTIONAL = 2e6
+_MAX_CM_BASE = 4e7
 
 # name, reference price (USD, 2024-12-20), daily log-vol; inclusion order for small universes
 _MAJORS: tuple[tuple[str, float, float], ...] = (
@@ -118,12 +131,18 @@ def _rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(_seed_int(*parts))
 
 
-def _fixed8(col: str) -> pl.Expr:
-    """An integer column of 1e-8 units printed with exactly 8 decimals."""
+def _fixed8(col: str, exp: int = 8) -> pl.Expr:
+    """An integer column of ``10**-exp`` units (``exp <= 8``) printed with exactly 8 decimals.
+
+    Whole and fractional parts are taken apart before padding, so no value is ever scaled up
+    (a PEPE quantity of 4e11 whole coins never becomes 4e19 units of 1e-8)."""
     c = pl.col(col)
-    return pl.concat_str(
-        [(c // 10**8).cast(pl.String), pl.lit("."), (c % 10**8).cast(pl.String).str.zfill(8)]
-    ).alias(col)
+    if exp == 0:
+        return pl.concat_str([c.cast(pl.String), pl.lit(".00000000")]).alias(col)
+    frac = (c % 10**exp).cast(pl.String).str.zfill(exp)
+    if exp < 8:
+        frac = pl.concat_str([frac, pl.lit("0" * (8 - exp))])
+    return pl.concat_str([(c // 10**exp).cast(pl.String), pl.lit("."), frac]).alias(col)
 
 
 def _shortest(col: str, exp: int) -> pl.Expr:
@@ -215,10 +234,10 @@ class SyntheticArchive(ArchiveSource):
     def __init__(
         self,
         cache_dir: str | Path,
-        seed: int = 7,
-        n_pairs: int = 50,
-        trades_per_day: int = 200_000,
-        start: date = date(2024, 12, 20),
+        seed: int = _DEFAULTS.seed,
+        n_pairs: int = _DEFAULTS.n_pairs,
+        trades_per_day: int = _DEFAULTS.trades_per_day,
+        start: date = _DEFAULTS.start,
         end: date | None = None,
         pegs: tuple[str, ...] = ("USDT", "USDC"),
         *,
@@ -260,6 +279,12 @@ class SyntheticArchive(ArchiveSource):
         self._bases = self._make_bases()
         self._base_by_name = {b.name: b for b in self._bases}
         self._universe = {m: self._make_universe(m) for m in MARKETS}
+
+    @classmethod
+    def from_settings(cls, cache_dir: str | Path, settings: SyntheticSettings, **kw) -> SyntheticArchive:
+        """The archive a ``source.synthetic`` section describes, cached in ``cache_dir``."""
+        return cls(cache_dir, seed=settings.seed, n_pairs=settings.n_pairs,
+                   trades_per_day=settings.trades_per_day, start=settings.start, **kw)
 
     # ------------------------------------------------------------------ description
 
@@ -501,7 +526,7 @@ class SyntheticArchive(ArchiveSource):
             walk = self._block_sum("walk", base.name, anchor, day_ord)
         else:
             walk = -self._block_sum("walk", base.name, day_ord, anchor)
-        return float(np.log(base.price) + walk)
+        return float(np.log(base.price) + np.clip(walk, -_BAND, _BAND))
 
     def _count(self, info: SyntheticPair, day: date) -> int:
         return int(self._block("count", f"{info.market}/{info.pair}", self._ordinal(day) // _BLOCK)[
@@ -600,9 +625,11 @@ class SyntheticArchive(ArchiveSource):
         tail = rng.random(n) < 0.02
         notional[tail] *= 1.0 + rng.pareto(1.2, int(tail.sum()))
         if market == "cm":
-            qty = np.clip(np.rint(notional / info.contract_size), 1, 100_000).astype(np.int64)
+            # at most 100k contracts, and few enough coins that base_qty stays exact
+            cap = np.clip(np.floor(_MAX_CM_BASE * price / 10.0**info.price_exp / info.contract_size), 1, 100_000)
+            qty = np.clip(np.rint(notional / info.contract_size), 1, cap).astype(np.int64)
         else:
-            notional = np.minimum(notional, 2e6)
+            notional = np.minimum(notional, _MAX_NOTIONAL)
             step_value = price * 10.0 ** (-info.price_exp - info.qty_exp)
             qty = np.maximum(np.rint(notional / step_value), 1).astype(np.int64)
         lots = (rng.random(n) < 0.2) & (qty >= 10)
@@ -614,50 +641,48 @@ class SyntheticArchive(ArchiveSource):
 
     # ------------------------------------------------------------------ rendering
 
-    def _columns(self, d: _Day) -> dict[str, np.ndarray]:
-        """Exact integer columns of the file (decimals in units of their printed precision)."""
+    def _columns(self, d: _Day) -> dict[str, tuple[np.ndarray, int]]:
+        """Exact integer columns of the file, each with its decimal exponent: ``(units, exp)``
+        stands for ``units / 10**exp``. No value is scaled beyond its own precision."""
         info = d.info
-        if info.market == "spot":
-            ms = d.day < _US_FROM
-            quote = d.price * d.qty * 10 ** (8 - info.price_exp - info.qty_exp)
-            cols = {
-                "price": d.price * 10 ** (8 - info.price_exp),
-                "qty": d.qty * 10 ** (8 - info.qty_exp),
-                "quote": quote,
-                "time": d.time_us // 1000 if ms else d.time_us,
-            }
-        elif info.market == "um":
-            cols = {"price": d.price, "qty": d.qty, "quote": d.price * d.qty, "time": d.time_us // 1000}
+        pe, qe = info.price_exp, info.qty_exp
+        if info.market == "cm":
+            # base_qty = contracts × size / price, rounded half up to 8 decimals (≤ 2e18 here)
+            num = d.qty * int(info.contract_size) * 10 ** (8 + pe)
+            cols = {"price": (d.price, pe), "qty": (d.qty, 0), "quote": ((2 * num + d.price) // (2 * d.price), 8)}
         else:
-            num = d.qty * int(info.contract_size) * 10 ** (8 + info.price_exp)
-            cols = {"price": d.price, "qty": d.qty, "quote": (2 * num + d.price) // (2 * d.price),
-                    "time": d.time_us // 1000}
-        if len(d.ids) and int(cols["quote"].max()) >= _MAX_EXACT:  # pragma: no cover - guarded by design
-            raise ArchiveError(f"synthetic {info.market} {info.pair} {d.day}: quote exceeds exact float range")
+            cols = {"price": (d.price, pe), "qty": (d.qty, qe), "quote": (d.price * d.qty, pe + qe)}
+        unit = formats.file_time_unit(info.market, d.day)
+        cols["time"] = (d.time_us // 1000 if unit == "ms" else d.time_us, 0)
+        if len(d.ids):
+            for name in ("price", "qty", "quote"):
+                units = cols[name][0]
+                if int(units.min()) <= 0 or int(units.max()) >= _MAX_EXACT:
+                    raise ArchiveError(
+                        f"synthetic {info.market} {info.pair} {d.day}: {name} out of the exact range "
+                        f"({int(units.min())} .. {int(units.max())} units of 1e-{cols[name][1]})"
+                    )
         return cols
 
     def _csv(self, d: _Day) -> bytes:
         info, cols = d.info, self._columns(d)
-        df = pl.DataFrame({"id": d.ids, **cols, "bm": d.buyer_maker})
+        df = pl.DataFrame({"id": d.ids, **{k: v for k, (v, _) in cols.items()}, "bm": d.buyer_maker})
+        exp = {k: e for k, (_, e) in cols.items()}
+        true, false = formats.BOOL_TEXT[info.market]
+        bm = pl.when(pl.col("bm")).then(pl.lit(true)).otherwise(pl.lit(false)).alias("is_buyer_maker")
         buf = io.BytesIO()
         if info.market == "spot":
-            bm = pl.when(pl.col("bm")).then(pl.lit("True")).otherwise(pl.lit("False")).alias("bm")
-            out = df.select("id", _fixed8("price"), _fixed8("qty"), _fixed8("quote"), "time", bm,
-                            pl.lit("True").alias("best"))
-            out.write_csv(buf, include_header=False)
+            out = df.select("id", _fixed8("price", exp["price"]), _fixed8("qty", exp["qty"]),
+                            _fixed8("quote", exp["quote"]), "time", bm, pl.lit("True").alias("best"))
         elif info.market == "um":
-            out = df.select(
-                "id", _shortest("price", info.price_exp), _shortest("qty", info.qty_exp),
-                _shortest("quote", info.price_exp + info.qty_exp).alias("quote_qty"), "time",
-                pl.col("bm").alias("is_buyer_maker"),
-            )
-            out.write_csv(buf, include_header=True)
+            out = df.select("id", _shortest("price", exp["price"]), _shortest("qty", exp["qty"]),
+                            _shortest("quote", exp["quote"]).alias("quote_qty"), "time", bm)
         else:
-            out = df.select(
-                "id", _shortest("price", info.price_exp), "qty", _fixed8("quote").alias("base_qty"), "time",
-                pl.col("bm").alias("is_buyer_maker"),
-            )
-            out.write_csv(buf, include_header=True)
+            out = df.select("id", _shortest("price", exp["price"]), "qty", _fixed8("quote").alias("base_qty"), "time", bm)
+        header = formats.TRADES_HEADER[info.market]
+        if header is not None:
+            buf.write(header.encode() + b"\n")
+        out.write_csv(buf, include_header=False)
         return buf.getvalue()
 
     def csv_bytes(self, market: str, pair: str, day: date) -> bytes:
@@ -680,33 +705,30 @@ class SyntheticArchive(ArchiveSource):
 
         Equal, value for value, to parsing the day's zip with :func:`parse.parse_trades_csv`.
         """
-        d = self._generate(market, pair, day)
+        return self._normalised(self._generate(market, pair, day))
+
+    def _normalised(self, d: _Day) -> pl.DataFrame:
+        # each value is one correctly rounded division of an exact integer below 2**52 by a
+        # power of ten: the double a CSV parser reads for the printed decimal
         info, cols = d.info, self._columns(d)
-        if info.market == "spot":
-            price = cols["price"] / 1e8
-            qty = cols["qty"] / 1e8
-            quote = cols["quote"] / 1e8
-            factor = 1000 if d.day < _US_FROM else 1
-        elif info.market == "um":
-            price = d.price / 10.0**info.price_exp
-            qty = d.qty / 10.0**info.qty_exp
-            quote = cols["quote"] / 10.0 ** (info.price_exp + info.qty_exp)
-            factor = 1000
+        (price, pe), (qty, qe), (quote, ke) = cols["price"], cols["qty"], cols["quote"]
+        if info.market == "cm":
+            qty_f = quote / 1e8
+            quote_f = d.qty.astype(np.float64) * contract_size(info.symbol)
         else:
-            price = d.price / 10.0**info.price_exp
-            qty = cols["quote"] / 1e8
-            quote = d.qty.astype(np.float64) * contract_size(info.symbol)
-            factor = 1000
+            qty_f = qty / 10.0**qe
+            quote_f = quote / 10.0**ke
+        factor = 1000 if formats.file_time_unit(info.market, d.day) == "ms" else 1
         n = len(d.ids)
         return pl.DataFrame(
             {
                 "symbol": pl.repeat(info.symbol, n, dtype=pl.String, eager=True),
                 "peg_symbol": pl.repeat(info.peg, n, dtype=pl.String, eager=True),
                 "trade_id": d.ids,
-                "price": price,
-                "qty": qty,
-                "quote_qty": quote,
-                "time": pl.Series(cols["time"] * factor, dtype=pl.Int64).cast(pl.Datetime("us")),
+                "price": price / 10.0**pe,
+                "qty": qty_f,
+                "quote_qty": quote_f,
+                "time": pl.Series(cols["time"][0] * factor, dtype=pl.Int64).cast(pl.Datetime("us")),
                 "is_buyer_maker": d.buyer_maker,
             },
             schema=TRADES_SCHEMA,
