@@ -275,6 +275,7 @@ class SyntheticArchive(ArchiveSource):
         self._path_cache_size = path_cache_size
         self._path_lock = threading.Lock()
         self._block_cache: dict[tuple, np.ndarray] = {}
+        self._last_ticks: dict[tuple[str, str, date], int] = {}
         self._marked: set[Path] = set()
         self._bases = self._make_bases()
         self._base_by_name = {b.name: b for b in self._bases}
@@ -452,11 +453,14 @@ class SyntheticArchive(ArchiveSource):
     def _is_listed(self, info: SyntheticPair, day: date, end: date | None = None) -> bool:
         return info.listed <= day <= self._last_day(info, end if end is not None else self.end)
 
-    def list_pairs(self, market: str) -> list[str]:
+    def list_pairs(self, market: str, dataset: str = TRADES) -> list[str]:
+        """Pairs with files in ``[start, end]``; klines exist exactly where trades do."""
+        check_dataset(dataset)
         return sorted(p.pair for p in self._universe[check_market(market)].values()
                       if p.listed <= self._last_day(p, self.end))
 
-    def list_days(self, market: str, pair: str) -> list[date]:
+    def list_days(self, market: str, pair: str, dataset: str = TRADES) -> list[date]:
+        check_dataset(dataset)
         info = self._universe[check_market(market)].get(pair)
         return [] if info is None else self._days(info, self.start, self.end)
 
@@ -636,6 +640,10 @@ class SyntheticArchive(ArchiveSource):
         mag = 10 ** np.floor(np.log10(qty[lots])).astype(np.int64)
         qty[lots] = np.maximum(np.rint(qty[lots] / mag).astype(np.int64) * mag, mag)
 
+        with self._path_lock:
+            self._last_ticks[(market, pair, day)] = int(price[-1])
+            while len(self._last_ticks) > 4096:
+                self._last_ticks.pop(next(iter(self._last_ticks)))
         return _Day(info, day, np.arange(first_id, first_id + n, dtype=np.int64), price, qty,
                     day_ord * _DAY_US + t_us[order], bm)
 
@@ -734,6 +742,69 @@ class SyntheticArchive(ArchiveSource):
             schema=TRADES_SCHEMA,
         )
 
+    # ------------------------------------------------------------------ klines
+
+    def previous_close(self, market: str, pair: str, day: date, end: date | None = None) -> float | None:
+        """The pair's last price before ``day`` (the open of its first 1m kline), ``None`` for a
+        new listing's first day (its klines start at its first trade).
+
+        The last trade price of the previous day; on the archive's first day, for a pair that
+        existed before it, the price path's value at 00:00 rounded to a tick.
+        """
+        info = self._require(market, pair, day, end)
+        if day > info.listed:
+            prev = day - timedelta(days=1)
+            ticks = self._last_ticks.get((market, pair, prev))
+            if ticks is None:
+                self._generate(market, pair, prev, end)
+                ticks = self._last_ticks[(market, pair, prev)]
+        elif info.new_listing:
+            return None
+        else:
+            day_ord = self._ordinal(day)
+            log_mid = self._path(self._base_by_name[info.symbol], day_ord)[0]
+            if market != "spot" or info.peg != self.pegs[0]:
+                log_mid += _rng(self.seed, "basis", market, info.peg, info.symbol, day_ord).normal(0, 3e-4)
+            ticks = max(1, int(np.rint(np.exp(log_mid) * 10.0**info.price_exp)))
+        return ticks / 10.0**info.price_exp
+
+    def trading_end(self, market: str, pair: str, day: date) -> datetime | None:
+        """When the pair stops trading on ``day`` (its delisting day), else ``None`` (it trades to midnight)."""
+        info = self.pair_info(market, pair)
+        if info.delisted == day:
+            return datetime(day.year, day.month, day.day) + timedelta(hours=info.close_hour)
+        return None
+
+    def _klines_csv(self, d: _Day, end: date | None = None) -> bytes:
+        from mnemo_assets.binance.klines import render_klines_csv
+
+        m, p = d.info.market, d.info.pair
+        return render_klines_csv(
+            self._normalised(d), m, d.day, previous_close=self.previous_close(m, p, d.day, end),
+            end=self.trading_end(m, p, d.day), contract_size=d.info.contract_size,
+        )
+
+    def klines_csv_bytes(self, market: str, pair: str, day: date) -> bytes:
+        """The CSV inside the day's 1m klines zip, made from the day's trades with
+        :func:`~mnemo_assets.binance.klines.minute_bars`."""
+        return self._klines_csv(self._generate(market, pair, day))
+
+    def klines_zip_bytes(self, market: str, pair: str, day: date) -> bytes:
+        """The day's 1m klines zip, byte-identical for the same configuration."""
+        d = self._generate(market, pair, day)
+        return _zip(formats.file_name(pair, day, KLINES, "csv"), self._klines_csv(d), day)
+
+    def normalised_klines(self, market: str, pair: str, day: date) -> pl.DataFrame:
+        """The day's normalised 1m klines: ``minute_bars`` of its trades, with the pair's
+        previous close and trading end (equal to parsing the klines zip)."""
+        from mnemo_assets.binance.klines import minute_bars
+
+        trades = self.normalised_trades(market, pair, day)
+        return minute_bars(
+            trades, previous_close=self.previous_close(market, pair, day),
+            end=self.trading_end(market, pair, day), time_unit=formats.file_time_unit(market, day),
+        )
+
     # ------------------------------------------------------------------ files
 
     def _check_marker(self, root: Path) -> None:
@@ -758,28 +829,43 @@ class SyntheticArchive(ArchiveSource):
             write_atomic(marker, (json.dumps(mine, indent=1, sort_keys=True) + "\n").encode())
         self._marked.add(root)
 
-    def _materialise(self, root: Path, market: str, pair: str, day: date, end: date | None = None) -> ArchiveFile:
-        """Write (unless already there and verified) the day's zip and CHECKSUM below ``root``."""
+    def _materialise(
+        self, root: Path, market: str, pair: str, day: date, end: date | None = None,
+        datasets: Iterable[str] = (TRADES,),
+    ) -> list[ArchiveFile]:
+        """Write (unless already there and verified) the day's zips and CHECKSUMs below
+        ``root``, generating the day's trades at most once for all ``datasets``."""
         self._check_marker(root)
-        path = root / archive_key(market, pair, day)
-        checksum = path.with_name(path.name + ".CHECKSUM")
-        if path.exists() and checksum.exists():
-            try:
-                return ArchiveFile(market, pair, day, path, verify_zip(path, checksum))
-            except ChecksumMismatchError:
-                pass  # a damaged file: the synthetic source regenerates it
-        data = self._zip_of(self._generate(market, pair, day, end))
-        write_atomic(path, data)
-        write_atomic(checksum, checksum_line(data, path.name).encode())
-        return ArchiveFile(market, pair, day, path, verify_zip(path, checksum))
+        files: list[ArchiveFile] = []
+        day_data: _Day | None = None
+        for dataset in datasets:
+            path = root / archive_key(market, pair, day, dataset)
+            checksum = path.with_name(path.name + ".CHECKSUM")
+            if path.exists() and checksum.exists():
+                try:
+                    files.append(ArchiveFile(market, pair, day, path, verify_zip(path, checksum), dataset=dataset))
+                    continue
+                except ArchiveError:
+                    pass  # a damaged file: the synthetic source regenerates it
+            if day_data is None:
+                day_data = self._generate(market, pair, day, end)
+            if dataset == TRADES:
+                data = self._zip_of(day_data)
+            else:
+                data = _zip(formats.file_name(pair, day, KLINES, "csv"), self._klines_csv(day_data, end), day)
+            write_atomic(path, data)
+            write_atomic(checksum, checksum_line(data, path.name).encode())
+            files.append(ArchiveFile(market, pair, day, path, verify_zip(path, checksum), dataset=dataset))
+        return files
 
-    def fetch(self, market: str, pair: str, day: date) -> ArchiveFile:
-        """The day's verified zip in ``cache_dir`` (generated on the first fetch).
+    def fetch(self, market: str, pair: str, day: date, dataset: str = TRADES) -> ArchiveFile:
+        """The day's verified zip of ``dataset`` in ``cache_dir`` (generated on the first fetch).
 
         Raises :class:`ArchiveMissingError` when the pair has no file that day.
         """
+        check_dataset(dataset)
         self._require(market, pair, day)
-        return self._materialise(self.cache_dir, market, pair, day)
+        return self._materialise(self.cache_dir, market, pair, day, datasets=(dataset,))[0]
 
     def write_mirror(
         self,
@@ -788,26 +874,31 @@ class SyntheticArchive(ArchiveSource):
         start: date | None = None,
         end: date | None = None,
         workers: int = 1,
+        datasets: Iterable[str] = (TRADES,),
     ) -> LocalMirror:
         """Write every file of ``[start, end]`` (default: the archive's range) in the archive layout.
 
-        Files already there and verified are kept. Returns a :class:`LocalMirror` over ``dest``.
+        ``datasets``: ``("trades",)`` (default) or ``("trades", "klines")``. Files already there
+        and verified are kept. Returns a :class:`LocalMirror` over ``dest``.
         """
         dest = Path(dest).expanduser()
         start = max(start or self.start, self.start)
         end = end or self.end
-        jobs = [
-            (m, info.pair, day)
-            for m in markets
-            for info in self.universe(m)
-            for day in self._days(info, start, end)
-        ]
+        datasets = tuple(check_dataset(d) for d in datasets)
+        # one job per pair, its days in order: a day's klines reuse the previous day's last price
+        jobs = [(m, info.pair, self._days(info, start, end)) for m in markets for info in self.universe(m)]
+
+        def run(job: tuple[str, str, list[date]]) -> None:
+            market, pair, days = job
+            for day in days:
+                self._materialise(dest, market, pair, day, end=end, datasets=datasets)
+
         self._check_marker(dest)
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda job: self._materialise(dest, *job, end=end), jobs))
+                list(pool.map(run, jobs))
         else:
             for job in jobs:
-                self._materialise(dest, *job, end=end)
+                run(job)
         return LocalMirror(dest)
 
