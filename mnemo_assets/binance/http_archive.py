@@ -132,7 +132,7 @@ class _Watchdog:
     def __init__(self, seconds: float):
         self.seconds = max(0.001, seconds)
         self.fired = False
-        self._conns: list[HTTPConnection] = []
+        self._socks: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(self.seconds, self._fire)
         self._timer.daemon = True
@@ -147,27 +147,29 @@ class _Watchdog:
         _local.watchdog = None
 
     def watch(self, conn: HTTPConnection) -> None:
+        # keep the socket itself: http.client drops ``conn.sock`` once a response will close
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            return
         with self._lock:
-            self._conns.append(conn)
+            self._socks.append(sock)
             fired = self.fired
         if fired:
-            self._shut(conn)
+            self._shut(sock)
 
     def _fire(self) -> None:
         with self._lock:
             self.fired = True
-            conns = list(self._conns)
-        for conn in conns:
-            self._shut(conn)
+            socks = list(self._socks)
+        for sock in socks:
+            self._shut(sock)
 
     @staticmethod
-    def _shut(conn: HTTPConnection) -> None:
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class _WatchedMixin:
