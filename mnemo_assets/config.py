@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import os
 import re
 import typing
@@ -47,6 +48,8 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from mnemo_assets.intervals import day_interval, interval_name
 from mnemo_assets.markets import MARKETS
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -431,10 +434,8 @@ def _env_overrides(env: typing.Mapping[str, str]) -> tuple[dict, dict[tuple[str,
     used = {"MNEMO_" + "__".join(p).upper() for p in origins}
     for name in generic:
         if name not in used and not any(u.startswith(name + "__") for u in used):
-            import logging
-
             top = ["MNEMO_" + f.upper() for f in Settings.model_fields] + list(_LEGACY_ENV) + sorted(_NOT_KEYS)
-            logging.getLogger(__name__).debug("ignoring %s: not a setting%s", name, _did_you_mean(name, top))
+            log.debug("ignoring %s: not a setting%s", name, _did_you_mean(name, top))
     for name, path in _LEGACY_ENV.items():
         if name in ours:
             value: Any = ours[name]

@@ -46,7 +46,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from mnemo_assets.markets import MARKET_ROOT, MARKETS, check_market
+from mnemo_assets.markets import MARKET_ROOT, MARKETS, check_market  # noqa: F401 - MARKETS re-exported
 
 TRADES = "trades"
 KLINES = "klines"

@@ -62,7 +62,6 @@ from mnemo_assets.binance.archive import (
     ArchiveFile,
     ArchiveMissingError,
     ArchiveSource,
-    ChecksumMismatchError,
     LocalMirror,
     archive_key,
     checksum_line,

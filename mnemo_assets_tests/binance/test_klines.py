@@ -7,9 +7,8 @@ import csv
 import io
 import re
 import zipfile
-from collections import defaultdict
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -359,3 +358,11 @@ def test_synthetic_serves_klines_like_any_source(arch, tmp_path):
         assert want and mirror.list_days("cm", pair, "klines") == want == mirror.list_days("cm", pair)
         for day in mirror.list_days("cm", pair, "klines"):
             assert mirror.fetch("cm", pair, day, "klines").path.read_bytes() == arch.klines_zip_bytes("cm", pair, day)
+
+
+def test_synthetic_klines_are_deterministic(arch, tmp_path):
+    other = SyntheticArchive(tmp_path, seed=7, n_pairs=20, trades_per_day=20_000, start=START, end=END)
+    for market, pair, day in (("spot", "BTCUSDT", date(2025, 1, 3)), ("um", "ETHUSDT", START), ("cm", "BTCUSD_PERP", date(2024, 12, 28))):
+        assert other.klines_zip_bytes(market, pair, day) == arch.klines_zip_bytes(market, pair, day)
+    assert SyntheticArchive(tmp_path / "x", seed=8, n_pairs=20, trades_per_day=20_000, start=START, end=END).klines_zip_bytes(
+        "spot", "BTCUSDT", date(2025, 1, 3)) != arch.klines_zip_bytes("spot", "BTCUSDT", date(2025, 1, 3))
