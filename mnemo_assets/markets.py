@@ -6,12 +6,15 @@ from enum import Enum
 
 MARKETS: tuple[str, ...] = ("spot", "um", "cm")
 
-#: archive folder of each market below any archive root
-ARCHIVE_PREFIX: dict[str, str] = {
-    "spot": "data/spot/daily/trades",
-    "um": "data/futures/um/daily/trades",
-    "cm": "data/futures/cm/daily/trades",
+#: archive folder of each market below any archive root (``binance.formats`` has the rest of the layout)
+MARKET_ROOT: dict[str, str] = {
+    "spot": "data/spot/daily",
+    "um": "data/futures/um/daily",
+    "cm": "data/futures/cm/daily",
 }
+
+#: trades folder of each market below any archive root (klines: ``binance.formats.dataset_prefix``)
+ARCHIVE_PREFIX: dict[str, str] = {m: f"{MARKET_ROOT[m]}/trades" for m in MARKETS}
 
 
 class DatasetType(Enum):

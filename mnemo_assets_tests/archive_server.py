@@ -22,16 +22,27 @@ which the file is served normally. Actions:
 * ``"corrupt"``: the full body with its middle byte flipped (``^ 0xFF``);
 * ``"drop"``: close the connection without any response;
 * ``"hang"``: sleep ``hang_seconds`` before answering normally (for timeout tests);
+* ``"drip"``: the headers (full ``Content-Length``) at once, then the body one byte every
+  ``drip_seconds`` (a slow-loris server: no single read ever waits long);
+* ``"drip_headers"``: the status line and headers one byte every ``drip_seconds``;
+* ``("redirect", url)``: HTTP 302 to ``url`` (absolute, or relative to this server);
 * ``None`` or ``"ok"``: serve normally.
 
-Every request's path (with its query string) is appended to ``server.requests``.
-Also here: :func:`make_trades_zip` and :func:`write_archive_day`, to build a small mirror.
+Files are served with ``ETag`` (quoted md5 of the body) and ``Last-Modified`` (the file's
+mtime); ``If-None-Match`` / ``If-Modified-Since`` get ``304 Not Modified``.
+:meth:`ArchiveServer.republish` replaces a zip and its CHECKSUM (a re-upload).
+
+Every request's path (with its query string) is appended to ``server.requests``, its headers to
+``server.request_headers``. Also here: :func:`make_trades_zip` and :func:`write_archive_day`, to
+build a small mirror.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import io
+import os
 import sys
 import threading
 import time
@@ -135,6 +146,7 @@ class ArchiveServer:
         hang_seconds: float = 2.0,
         next_marker: bool = True,
         bucket: str = "data.binance.vision",
+        drip_seconds: float = 0.2,
     ):
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -142,6 +154,8 @@ class ArchiveServer:
         self.page_size = page_size
         self.faults: dict[str, object] = dict(faults or {})
         self.hang_seconds = hang_seconds
+        self.drip_seconds = drip_seconds
+        self.request_headers: list[tuple[str, dict[str, str]]] = []
         self.next_marker = next_marker
         self.bucket = bucket
         self.requests: list[str] = []
@@ -214,6 +228,22 @@ class ArchiveServer:
     def clear_log(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.request_headers.clear()
+
+    def headers_for(self, key: str) -> list[dict[str, str]]:
+        """Headers of the logged requests for ``/{key}``."""
+        want = "/" + key.lstrip("/")
+        with self._lock:
+            return [h for p, h in self.request_headers if p.split("?", 1)[0] == want]
+
+    def republish(self, key: str, data: bytes) -> None:
+        """Replace the zip at ``key`` and its CHECKSUM (as the archive does for a corrected day)."""
+        path = self.mirror_root / key
+        path.write_bytes(data)
+        path.with_name(path.name + ".CHECKSUM").write_text(checksum_line(data, path.name))
+        later = time.time() + 5  # a Last-Modified that differs from the first upload's
+        for p in (path, path.with_name(path.name + ".CHECKSUM")):
+            os.utime(p, (later, later))
 
     # ------------------------------------------------------------------ request handling
 
@@ -233,6 +263,7 @@ class ArchiveServer:
     def _handle(self, h: _Handler, head: bool) -> None:
         with self._lock:
             self.requests.append(h.path)
+            self.request_headers.append((h.path, dict(h.headers.items())))
         parts = urllib.parse.urlsplit(h.path)
         listing = self._is_listing(parts)
         key = LISTING_KEY if listing else urllib.parse.unquote(parts.path).lstrip("/")
@@ -245,6 +276,15 @@ class ArchiveServer:
             return
         if isinstance(action, int):
             self._send(h, action, b"", "text/plain", head)
+            return
+        if isinstance(action, tuple) and action[0] == "redirect":
+            h.send_response(302)
+            h.send_header("Location", action[1])
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        if action == "drip_headers":
+            self._drip(h, b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
             return
 
         if listing:
@@ -261,6 +301,27 @@ class ArchiveServer:
                 return
             body = path.read_bytes()
             ctype = "application/zip" if key.endswith(".zip") else "text/plain"
+            etag = f'"{hashlib.md5(body).hexdigest()}"'
+            mtime = int(path.stat().st_mtime)
+            validators = {"ETag": etag, "Last-Modified": email.utils.formatdate(mtime, usegmt=True)}
+            if self._not_modified(h, etag, mtime) and action in (None, "ok"):
+                h.send_response(304)
+                for name, value in validators.items():
+                    h.send_header(name, value)
+                h.end_headers()
+                return
+            if action == "drip":
+                head_bytes = (
+                    f"HTTP/1.0 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                    f"ETag: {etag}\r\n\r\n"
+                ).encode()
+                h.wfile.write(head_bytes)
+                h.wfile.flush()
+                self._drip(h, body)
+                return
+            if action in (None, "ok"):
+                self._send(h, 200, body, ctype, head, validators)
+                return
 
         if action == "corrupt" and body:
             mid = len(body) // 2
@@ -278,10 +339,38 @@ class ArchiveServer:
         self._send(h, 200, body, ctype, head)
 
     @staticmethod
-    def _send(h: _Handler, status: int, body: bytes, ctype: str, head: bool) -> None:
+    def _not_modified(h: _Handler, etag: str, mtime: int) -> bool:
+        if_none = h.headers.get("If-None-Match")
+        if if_none is not None:
+            return etag in [t.strip() for t in if_none.split(",")] or if_none.strip() == "*"
+        since = h.headers.get("If-Modified-Since")
+        if since:
+            try:
+                return mtime <= email.utils.parsedate_to_datetime(since).timestamp()
+            except (TypeError, ValueError):
+                return False
+        return False
+
+    def _drip(self, h: _Handler, data: bytes) -> None:
+        """Write ``data`` one byte every ``drip_seconds`` until done or the client is gone."""
+        for i in range(len(data)):
+            if self._httpd is None:
+                return
+            try:
+                h.wfile.write(data[i:i + 1])
+                h.wfile.flush()
+            except OSError:
+                return
+            time.sleep(self.drip_seconds)
+        h.close_connection = True
+
+    @staticmethod
+    def _send(h: _Handler, status: int, body: bytes, ctype: str, head: bool, extra: dict | None = None) -> None:
         h.send_response(status)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))
+        for name, value in (extra or {}).items():
+            h.send_header(name, value)
         h.end_headers()
         if body and not head:
             h.wfile.write(body)

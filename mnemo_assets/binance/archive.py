@@ -1,27 +1,33 @@
 """The archive-source interface, its errors, the archive layout, and the local mirror.
 
 Every source (the HTTP archive, a local mirror directory, the synthetic archive) serves the
-same thing: for a ``(market, pair, day)``, a zip holding one CSV and a ``.CHECKSUM`` file
-``<sha256hex>  <file>.zip`` beside it, in the layout of https://data.binance.vision/::
+same thing: for a ``(market, pair, day)`` and a dataset (``trades`` or 1m ``klines``), a zip
+holding one CSV and a ``.CHECKSUM`` file ``<sha256hex>  <file>.zip`` beside it, in the layout of
+https://data.binance.vision/ (see :mod:`mnemo_assets.binance.formats`)::
 
     data/{spot|futures/um|futures/cm}/daily/trades/{PAIR}/{PAIR}-trades-{YYYY-MM-DD}.zip
+    data/{spot|futures/um|futures/cm}/daily/klines/{PAIR}/1m/{PAIR}-1m-{YYYY-MM-DD}.zip
+
+Pair names are checked against the archive's alphabet ``[A-Z0-9_]`` before they become a key,
+and every local path is resolved under its root, so no name reads or writes outside a mirror.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mnemo_assets.markets import ARCHIVE_PREFIX, check_market
+from mnemo_assets.binance import formats
+from mnemo_assets.binance.formats import KLINES, TRADES
 
-_FILE_RE = re.compile(r"^(?P<pair>[A-Z0-9_]+)-trades-(?P<day>\d{4}-\d{2}-\d{2})\.(?:zip|csv)(?:\.CHECKSUM)?$")
-
+if TYPE_CHECKING:
+    from mnemo_assets.config import Settings, SourceSettings
 
 class ArchiveError(Exception):
     """Bad or unavailable archive input. The message names the file."""
@@ -39,19 +45,25 @@ class CorruptArchiveError(ArchiveError):
     """A zip that cannot be read, or does not hold exactly one CSV."""
 
 
-def archive_key(market: str, pair: str, day: date) -> str:
-    """Key of a trades zip below an archive root.
+def archive_key(market: str, pair: str, day: date, dataset: str = TRADES) -> str:
+    """Key of a zip below an archive root.
 
     >>> archive_key("um", "BTCUSDT", date(2024, 8, 8))
     'data/futures/um/daily/trades/BTCUSDT/BTCUSDT-trades-2024-08-08.zip'
+    >>> archive_key("spot", "BTCUSDT", date(2025, 1, 2), "klines")
+    'data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2025-01-02.zip'
     """
-    check_market(market)
-    return f"{ARCHIVE_PREFIX[market]}/{pair}/{trades_file_name(pair, day)}"
+    return f"{formats.pair_folder(market, pair, dataset)}/{formats.file_name(pair, day, dataset)}"
 
 
 def trades_file_name(pair: str, day: date, ext: str = "zip") -> str:
     """``{PAIR}-trades-{YYYY-MM-DD}.zip``, the archive's file name."""
-    return f"{pair}-trades-{day.isoformat()}.{ext}"
+    return formats.file_name(pair, day, TRADES, ext)
+
+
+def klines_file_name(pair: str, day: date, ext: str = "zip") -> str:
+    """``{PAIR}-1m-{YYYY-MM-DD}.zip``, the archive's 1m klines file name."""
+    return formats.file_name(pair, day, KLINES, ext)
 
 
 def parse_trades_file_name(name: str) -> tuple[str, date]:
@@ -59,13 +71,20 @@ def parse_trades_file_name(name: str) -> tuple[str, date]:
 
     Accepts ``.zip``, ``.csv`` and ``.zip.CHECKSUM``, and a ``.partial`` infix before ``.csv``.
     """
-    base = Path(name).name.replace(".partial.", ".")
-    match = _FILE_RE.match(base)
-    if not match:
+    try:
+        dataset, pair, day = formats.parse_file_name(name)
+    except ValueError:
+        dataset = ""
+    if dataset != TRADES:
         raise ValueError(
             f"{name!r} is not an archive trades file name ({{PAIR}}-trades-{{YYYY-MM-DD}}.zip or .csv)"
         )
-    return match.group("pair"), date.fromisoformat(match.group("day"))
+    return pair, day
+
+
+def parse_archive_file_name(name: str) -> tuple[str, str, date]:
+    """``(dataset, pair, day)`` of a trades or 1m klines file name; ``ValueError`` otherwise."""
+    return formats.parse_file_name(name)
 
 
 def checksum_line(zip_bytes: bytes, file_name: str) -> str:
@@ -73,12 +92,36 @@ def checksum_line(zip_bytes: bytes, file_name: str) -> str:
     return f"{hashlib.sha256(zip_bytes).hexdigest()}  {file_name}\n"
 
 
-def parse_checksum(text: str, where: str) -> str:
-    """The sha256 hex digest in a ``.CHECKSUM`` file's text."""
+def parse_checksum(text: str | bytes, where: str) -> str:
+    """The sha256 hex digest in a ``.CHECKSUM`` file's content (text or raw bytes).
+
+    Anything else (empty, random bytes, not ASCII, a short digest) is an :class:`ArchiveError`
+    naming ``where``.
+    """
+    expected = "(expected '<sha256hex>  <file>.zip')"
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise ArchiveError(
+                f"{where}: malformed CHECKSUM file: {len(text)} bytes that are not ASCII text {expected}"
+            ) from None
     parts = text.strip().split()
-    if not parts or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
-        raise ArchiveError(f"{where}: malformed CHECKSUM file (expected '<sha256hex>  <file>.zip'), got {text[:100]!r}")
+    if not parts or len(parts[0]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in parts[0]):
+        raise ArchiveError(f"{where}: malformed CHECKSUM file {expected}, got {text[:100]!r}")
     return parts[0].lower()
+
+
+def safe_path(root: Path, key: str) -> Path:
+    """``root / key``, refusing any key that would resolve outside ``root``."""
+    root = Path(root)
+    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in key.split("/")):
+        raise ArchiveError(f"refusing archive key {key!r}: not a plain relative path")
+    path = root / key
+    base = root.resolve()
+    if not path.resolve().is_relative_to(base):
+        raise ArchiveError(f"refusing archive key {key!r}: it resolves outside {root}")
+    return path
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -108,7 +151,7 @@ def verify_zip(zip_path: Path, checksum_path: Path) -> str:
     """Check a zip against its ``.CHECKSUM`` file; return the digest or raise a clear error."""
     if not checksum_path.exists():
         raise ArchiveMissingError(f"{checksum_path}: CHECKSUM file missing beside {zip_path.name}")
-    expected = parse_checksum(checksum_path.read_text(), str(checksum_path))
+    expected = parse_checksum(checksum_path.read_bytes(), str(checksum_path))
     actual = sha256_file(zip_path)
     if actual != expected:
         raise ChecksumMismatchError(
@@ -119,13 +162,29 @@ def verify_zip(zip_path: Path, checksum_path: Path) -> str:
 
 @dataclass(frozen=True)
 class ArchiveFile:
-    """A verified trades zip on local disk."""
+    """A verified archive zip on local disk.
+
+    ``previous_sha256`` is set when this fetch replaced a cached copy because the archive
+    re-published the day with another checksum (HTTP source); ``etag``, ``last_modified``
+    (of the ``.CHECKSUM``), ``url`` and ``size`` (of the zip) are known for HTTP downloads.
+    """
 
     market: str
     pair: str
     day: date
     path: Path
     sha256: str
+    dataset: str = TRADES
+    previous_sha256: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    url: str | None = None
+    size: int | None = None
+
+    @property
+    def republished(self) -> bool:
+        """Whether this fetch found the day re-published with another checksum."""
+        return self.previous_sha256 is not None and self.previous_sha256 != self.sha256
 
 
 class ArchiveSource(ABC):
@@ -138,20 +197,29 @@ class ArchiveSource(ABC):
     kind: str = "archive"
 
     @abstractmethod
-    def list_pairs(self, market: str) -> list[str]:
-        """All pairs the archive holds for ``market``, sorted."""
+    def list_pairs(self, market: str, dataset: str = TRADES) -> list[str]:
+        """All pairs the archive holds ``dataset`` files for in ``market``, sorted."""
 
     @abstractmethod
-    def list_days(self, market: str, pair: str) -> list[date]:
-        """The days the archive holds a trades file for, sorted."""
+    def list_days(self, market: str, pair: str, dataset: str = TRADES) -> list[date]:
+        """The days the archive holds a ``dataset`` file for, sorted."""
 
     @abstractmethod
-    def fetch(self, market: str, pair: str, day: date) -> ArchiveFile:
-        """A verified local zip for ``(market, pair, day)``.
+    def fetch(self, market: str, pair: str, day: date, dataset: str = TRADES) -> ArchiveFile:
+        """A verified local zip for ``(market, pair, day)`` of ``dataset``.
 
         Raises :class:`ArchiveMissingError` when the archive has no such file,
         :class:`ChecksumMismatchError` when the bytes do not match the CHECKSUM.
         """
+
+    def recheck(self, market: str, pair: str, day: date, dataset: str = TRADES) -> ArchiveFile:
+        """Like :meth:`fetch`, but asks the archive again whether the day was re-published.
+
+        Cheap where it matters (HTTP: one conditional request for the ``.CHECKSUM``; the zip is
+        downloaded again only when its checksum changed, and the result then carries
+        ``previous_sha256``). Local sources re-verify the files they hold.
+        """
+        return self.fetch(market, pair, day, dataset)
 
     def describe(self) -> str:
         return self.kind
@@ -172,33 +240,63 @@ class LocalMirror(ArchiveSource):
     def describe(self) -> str:
         return f"mirror:{self.root}"
 
-    def _market_dir(self, market: str) -> Path:
-        return self.root / ARCHIVE_PREFIX[check_market(market)]
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise ArchiveError(
+                f"mirror folder {self.root} does not exist (source.mirror_dir / MNEMO_MIRROR_DIR): "
+                "point it at a folder holding data/spot/..., data/futures/..."
+            )
 
-    def list_pairs(self, market: str) -> list[str]:
-        base = self._market_dir(market)
+    def list_pairs(self, market: str, dataset: str = TRADES) -> list[str]:
+        self._require_root()
+        base = self.root / formats.dataset_prefix(market, dataset)
         if not base.is_dir():
             return []
-        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and formats.PAIR_RE.fullmatch(p.name))
 
-    def list_days(self, market: str, pair: str) -> list[date]:
-        folder = self._market_dir(market) / pair
+    def list_days(self, market: str, pair: str, dataset: str = TRADES) -> list[date]:
+        self._require_root()
+        folder = self.root / formats.pair_folder(market, pair, dataset)
         if not folder.is_dir():
             return []
         days = set()
-        for path in folder.glob(f"{pair}-trades-*.zip"):
+        for path in folder.glob(f"{pair}-*.zip"):
             try:
-                days.add(parse_trades_file_name(path.name)[1])
+                kind, name_pair, day = formats.parse_file_name(path.name)
             except ValueError:
                 continue
+            if kind == dataset and name_pair == pair:
+                days.add(day)
         return sorted(days)
 
-    def path_for(self, market: str, pair: str, day: date) -> Path:
-        return self.root / archive_key(market, pair, day)
+    def path_for(self, market: str, pair: str, day: date, dataset: str = TRADES) -> Path:
+        return safe_path(self.root, archive_key(market, pair, day, dataset))
 
-    def fetch(self, market: str, pair: str, day: date) -> ArchiveFile:
-        path = self.path_for(market, pair, day)
+    def fetch(self, market: str, pair: str, day: date, dataset: str = TRADES) -> ArchiveFile:
+        self._require_root()
+        path = self.path_for(market, pair, day, dataset)
         if not path.exists():
-            raise ArchiveMissingError(f"{path}: no trades file for {pair} on {day} in the mirror")
+            raise ArchiveMissingError(f"{path}: no {dataset} file for {pair} on {day} in the mirror")
         digest = verify_zip(path, path.with_name(path.name + ".CHECKSUM"))
-        return ArchiveFile(market, pair, day, path, digest)
+        return ArchiveFile(market, pair, day, path, digest, dataset=dataset, size=path.stat().st_size)
+
+
+def open_source(settings: SourceSettings, mirror_dir: str | Path, synthetic_dir: str | Path) -> ArchiveSource:
+    """The archive source a ``source:`` section describes (``mirror_dir`` and ``synthetic_dir``
+    are the derived paths of :class:`~mnemo_assets.config.Settings`)."""
+    if settings.kind == "mirror":
+        return LocalMirror(mirror_dir)
+    if settings.kind == "http":
+        from mnemo_assets.binance.http_archive import HttpArchive
+
+        return HttpArchive.from_settings(mirror_dir, settings.http)
+    if settings.kind == "synthetic":
+        from mnemo_assets.binance.synthetic import SyntheticArchive
+
+        return SyntheticArchive.from_settings(synthetic_dir, settings.synthetic)
+    raise ValueError(f"unknown archive source {settings.kind!r}: expected synthetic, http or mirror")
+
+
+def source_from_settings(settings: Settings) -> ArchiveSource:
+    """The archive source of a whole configuration (``settings.source`` and its derived paths)."""
+    return open_source(settings.source, settings.mirror_dir, settings.synthetic_dir)

@@ -62,7 +62,6 @@ from mnemo_assets.binance.archive import (
     ArchiveFile,
     ArchiveMissingError,
     ArchiveSource,
-    ChecksumMismatchError,
     LocalMirror,
     archive_key,
     checksum_line,
@@ -70,22 +69,35 @@ from mnemo_assets.binance.archive import (
     verify_zip,
     write_atomic,
 )
+from mnemo_assets.binance import formats
+from mnemo_assets.binance.formats import KLINES, TRADES, check_dataset
 from mnemo_assets.binance.parse import TRADES_SCHEMA, contract_size, split_pair
+from mnemo_assets.config import SyntheticSettings
 from mnemo_assets.markets import MARKETS, check_market
 
 __all__ = ["SyntheticArchive", "SyntheticPair"]
 
 #: bump when the model changes the bytes; part of the cache fingerprint
-MODEL_VERSION = 1
+#: (2: no int64 overflow for tiny prices and huge sizes, prices kept within ×/÷100 of their
+#: reference, COIN-M sizes capped so base_qty stays exact, 1m klines)
+MODEL_VERSION = 2
+_DEFAULTS = SyntheticSettings()
 _MARKER = ".synthetic-archive.json"
 _EPOCH = date(1970, 1, 1)
 _PRICE_ANCHOR = date(2024, 12, 20)  # reference prices hold on this day
-_US_FROM = date(2025, 1, 1)  # spot files carry microseconds from this day on
 _BLOCK = 64  # days per block of daily draws
 _DAY_US = 86_400_000_000
 _PATH_STEP_S = 5  # resolution of the intraday price path
 _PATH_N = 86_400 // _PATH_STEP_S
-_MAX_EXACT = 2**53
+#: every printed number is an integer of units below this, so that its decimal is the shortest
+#: representation of the double a parser reads (below 2**52 the decimal grid is coarser than the
+#: doubles), which makes parsing, summing and re-printing exact
+_MAX_EXACT = 2**52
+#: a base's daily log-price stays within ±_BAND of its reference (×/÷100)
+_BAND = float(np.log(100.0))
+#: largest notional of one trade (USD), and largest COIN-M base quantity of one trade (coins)
+_MAX_NOTIONAL = 2e6
+_MAX_CM_BASE = 4e7
 
 # name, reference price (USD, 2024-12-20), daily log-vol; inclusion order for small universes
 _MAJORS: tuple[tuple[str, float, float], ...] = (
@@ -118,12 +130,18 @@ def _rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(_seed_int(*parts))
 
 
-def _fixed8(col: str) -> pl.Expr:
-    """An integer column of 1e-8 units printed with exactly 8 decimals."""
+def _fixed8(col: str, exp: int = 8) -> pl.Expr:
+    """An integer column of ``10**-exp`` units (``exp <= 8``) printed with exactly 8 decimals.
+
+    Whole and fractional parts are taken apart before padding, so no value is ever scaled up
+    (a PEPE quantity of 4e11 whole coins never becomes 4e19 units of 1e-8)."""
     c = pl.col(col)
-    return pl.concat_str(
-        [(c // 10**8).cast(pl.String), pl.lit("."), (c % 10**8).cast(pl.String).str.zfill(8)]
-    ).alias(col)
+    if exp == 0:
+        return pl.concat_str([c.cast(pl.String), pl.lit(".00000000")]).alias(col)
+    frac = (c % 10**exp).cast(pl.String).str.zfill(exp)
+    if exp < 8:
+        frac = pl.concat_str([frac, pl.lit("0" * (8 - exp))])
+    return pl.concat_str([(c // 10**exp).cast(pl.String), pl.lit("."), frac]).alias(col)
 
 
 def _shortest(col: str, exp: int) -> pl.Expr:
@@ -215,10 +233,10 @@ class SyntheticArchive(ArchiveSource):
     def __init__(
         self,
         cache_dir: str | Path,
-        seed: int = 7,
-        n_pairs: int = 50,
-        trades_per_day: int = 200_000,
-        start: date = date(2024, 12, 20),
+        seed: int = _DEFAULTS.seed,
+        n_pairs: int = _DEFAULTS.n_pairs,
+        trades_per_day: int = _DEFAULTS.trades_per_day,
+        start: date = _DEFAULTS.start,
         end: date | None = None,
         pegs: tuple[str, ...] = ("USDT", "USDC"),
         *,
@@ -256,10 +274,17 @@ class SyntheticArchive(ArchiveSource):
         self._path_cache_size = path_cache_size
         self._path_lock = threading.Lock()
         self._block_cache: dict[tuple, np.ndarray] = {}
+        self._last_ticks: dict[tuple[str, str, date], int] = {}
         self._marked: set[Path] = set()
         self._bases = self._make_bases()
         self._base_by_name = {b.name: b for b in self._bases}
         self._universe = {m: self._make_universe(m) for m in MARKETS}
+
+    @classmethod
+    def from_settings(cls, cache_dir: str | Path, settings: SyntheticSettings, **kw) -> SyntheticArchive:
+        """The archive a ``source.synthetic`` section describes, cached in ``cache_dir``."""
+        return cls(cache_dir, seed=settings.seed, n_pairs=settings.n_pairs,
+                   trades_per_day=settings.trades_per_day, start=settings.start, **kw)
 
     # ------------------------------------------------------------------ description
 
@@ -427,11 +452,14 @@ class SyntheticArchive(ArchiveSource):
     def _is_listed(self, info: SyntheticPair, day: date, end: date | None = None) -> bool:
         return info.listed <= day <= self._last_day(info, end if end is not None else self.end)
 
-    def list_pairs(self, market: str) -> list[str]:
+    def list_pairs(self, market: str, dataset: str = TRADES) -> list[str]:
+        """Pairs with files in ``[start, end]``; klines exist exactly where trades do."""
+        check_dataset(dataset)
         return sorted(p.pair for p in self._universe[check_market(market)].values()
                       if p.listed <= self._last_day(p, self.end))
 
-    def list_days(self, market: str, pair: str) -> list[date]:
+    def list_days(self, market: str, pair: str, dataset: str = TRADES) -> list[date]:
+        check_dataset(dataset)
         info = self._universe[check_market(market)].get(pair)
         return [] if info is None else self._days(info, self.start, self.end)
 
@@ -501,7 +529,7 @@ class SyntheticArchive(ArchiveSource):
             walk = self._block_sum("walk", base.name, anchor, day_ord)
         else:
             walk = -self._block_sum("walk", base.name, day_ord, anchor)
-        return float(np.log(base.price) + walk)
+        return float(np.log(base.price) + np.clip(walk, -_BAND, _BAND))
 
     def _count(self, info: SyntheticPair, day: date) -> int:
         return int(self._block("count", f"{info.market}/{info.pair}", self._ordinal(day) // _BLOCK)[
@@ -600,64 +628,68 @@ class SyntheticArchive(ArchiveSource):
         tail = rng.random(n) < 0.02
         notional[tail] *= 1.0 + rng.pareto(1.2, int(tail.sum()))
         if market == "cm":
-            qty = np.clip(np.rint(notional / info.contract_size), 1, 100_000).astype(np.int64)
+            # at most 100k contracts, and few enough coins that base_qty stays exact
+            cap = np.clip(np.floor(_MAX_CM_BASE * price / 10.0**info.price_exp / info.contract_size), 1, 100_000)
+            qty = np.clip(np.rint(notional / info.contract_size), 1, cap).astype(np.int64)
         else:
-            notional = np.minimum(notional, 2e6)
+            notional = np.minimum(notional, _MAX_NOTIONAL)
             step_value = price * 10.0 ** (-info.price_exp - info.qty_exp)
             qty = np.maximum(np.rint(notional / step_value), 1).astype(np.int64)
         lots = (rng.random(n) < 0.2) & (qty >= 10)
         mag = 10 ** np.floor(np.log10(qty[lots])).astype(np.int64)
         qty[lots] = np.maximum(np.rint(qty[lots] / mag).astype(np.int64) * mag, mag)
 
+        with self._path_lock:
+            self._last_ticks[(market, pair, day)] = int(price[-1])
+            while len(self._last_ticks) > 4096:
+                self._last_ticks.pop(next(iter(self._last_ticks)))
         return _Day(info, day, np.arange(first_id, first_id + n, dtype=np.int64), price, qty,
                     day_ord * _DAY_US + t_us[order], bm)
 
     # ------------------------------------------------------------------ rendering
 
-    def _columns(self, d: _Day) -> dict[str, np.ndarray]:
-        """Exact integer columns of the file (decimals in units of their printed precision)."""
+    def _columns(self, d: _Day) -> dict[str, tuple[np.ndarray, int]]:
+        """Exact integer columns of the file, each with its decimal exponent: ``(units, exp)``
+        stands for ``units / 10**exp``. No value is scaled beyond its own precision."""
         info = d.info
-        if info.market == "spot":
-            ms = d.day < _US_FROM
-            quote = d.price * d.qty * 10 ** (8 - info.price_exp - info.qty_exp)
-            cols = {
-                "price": d.price * 10 ** (8 - info.price_exp),
-                "qty": d.qty * 10 ** (8 - info.qty_exp),
-                "quote": quote,
-                "time": d.time_us // 1000 if ms else d.time_us,
-            }
-        elif info.market == "um":
-            cols = {"price": d.price, "qty": d.qty, "quote": d.price * d.qty, "time": d.time_us // 1000}
+        pe, qe = info.price_exp, info.qty_exp
+        if info.market == "cm":
+            # base_qty = contracts × size / price, rounded half up to 8 decimals (≤ 2e18 here)
+            num = d.qty * int(info.contract_size) * 10 ** (8 + pe)
+            cols = {"price": (d.price, pe), "qty": (d.qty, 0), "quote": ((2 * num + d.price) // (2 * d.price), 8)}
         else:
-            num = d.qty * int(info.contract_size) * 10 ** (8 + info.price_exp)
-            cols = {"price": d.price, "qty": d.qty, "quote": (2 * num + d.price) // (2 * d.price),
-                    "time": d.time_us // 1000}
-        if len(d.ids) and int(cols["quote"].max()) >= _MAX_EXACT:  # pragma: no cover - guarded by design
-            raise ArchiveError(f"synthetic {info.market} {info.pair} {d.day}: quote exceeds exact float range")
+            cols = {"price": (d.price, pe), "qty": (d.qty, qe), "quote": (d.price * d.qty, pe + qe)}
+        unit = formats.file_time_unit(info.market, d.day)
+        cols["time"] = (d.time_us // 1000 if unit == "ms" else d.time_us, 0)
+        if len(d.ids):
+            for name in ("price", "qty", "quote"):
+                units = cols[name][0]
+                if int(units.min()) <= 0 or int(units.max()) >= _MAX_EXACT:
+                    raise ArchiveError(
+                        f"synthetic {info.market} {info.pair} {d.day}: {name} out of the exact range "
+                        f"({int(units.min())} .. {int(units.max())} units of 1e-{cols[name][1]})"
+                    )
         return cols
 
     def _csv(self, d: _Day) -> bytes:
         info, cols = d.info, self._columns(d)
-        df = pl.DataFrame({"id": d.ids, **cols, "bm": d.buyer_maker})
+        df = pl.DataFrame({"id": d.ids, **{k: v for k, (v, _) in cols.items()}, "bm": d.buyer_maker})
+        exp = {k: e for k, (_, e) in cols.items()}
+        true, false = formats.BOOL_TEXT[info.market]
+        bm = pl.when(pl.col("bm")).then(pl.lit(true)).otherwise(pl.lit(false)).alias("is_buyer_maker")
         buf = io.BytesIO()
         if info.market == "spot":
-            bm = pl.when(pl.col("bm")).then(pl.lit("True")).otherwise(pl.lit("False")).alias("bm")
-            out = df.select("id", _fixed8("price"), _fixed8("qty"), _fixed8("quote"), "time", bm,
-                            pl.lit("True").alias("best"))
-            out.write_csv(buf, include_header=False)
+            out = df.select("id", _fixed8("price", exp["price"]), _fixed8("qty", exp["qty"]),
+                            _fixed8("quote", exp["quote"]), "time", bm, pl.lit("True").alias("best"))
         elif info.market == "um":
-            out = df.select(
-                "id", _shortest("price", info.price_exp), _shortest("qty", info.qty_exp),
-                _shortest("quote", info.price_exp + info.qty_exp).alias("quote_qty"), "time",
-                pl.col("bm").alias("is_buyer_maker"),
-            )
-            out.write_csv(buf, include_header=True)
+            out = df.select("id", _shortest("price", exp["price"]), _shortest("qty", exp["qty"]),
+                            _shortest("quote", exp["quote"]).alias("quote_qty"), "time", bm)
         else:
-            out = df.select(
-                "id", _shortest("price", info.price_exp), "qty", _fixed8("quote").alias("base_qty"), "time",
-                pl.col("bm").alias("is_buyer_maker"),
-            )
-            out.write_csv(buf, include_header=True)
+            out = df.select("id", _shortest("price", exp["price"]), "qty", _fixed8("quote").alias("base_qty"), "time", bm)
+        header = formats.TRADES_HEADER[info.market]
+        if header is not None:
+            buf.write(header.encode() + b"\n")
+        out.write_csv(buf, include_header=False)
         return buf.getvalue()
 
     def csv_bytes(self, market: str, pair: str, day: date) -> bytes:
@@ -680,36 +712,96 @@ class SyntheticArchive(ArchiveSource):
 
         Equal, value for value, to parsing the day's zip with :func:`parse.parse_trades_csv`.
         """
-        d = self._generate(market, pair, day)
+        return self._normalised(self._generate(market, pair, day))
+
+    def _normalised(self, d: _Day) -> pl.DataFrame:
+        # each value is one correctly rounded division of an exact integer below 2**52 by a
+        # power of ten: the double a CSV parser reads for the printed decimal
         info, cols = d.info, self._columns(d)
-        if info.market == "spot":
-            price = cols["price"] / 1e8
-            qty = cols["qty"] / 1e8
-            quote = cols["quote"] / 1e8
-            factor = 1000 if d.day < _US_FROM else 1
-        elif info.market == "um":
-            price = d.price / 10.0**info.price_exp
-            qty = d.qty / 10.0**info.qty_exp
-            quote = cols["quote"] / 10.0 ** (info.price_exp + info.qty_exp)
-            factor = 1000
+        (price, pe), (qty, qe), (quote, ke) = cols["price"], cols["qty"], cols["quote"]
+        if info.market == "cm":
+            qty_f = quote / 1e8
+            quote_f = d.qty.astype(np.float64) * contract_size(info.symbol)
         else:
-            price = d.price / 10.0**info.price_exp
-            qty = cols["quote"] / 1e8
-            quote = d.qty.astype(np.float64) * contract_size(info.symbol)
-            factor = 1000
+            qty_f = qty / 10.0**qe
+            quote_f = quote / 10.0**ke
+        factor = 1000 if formats.file_time_unit(info.market, d.day) == "ms" else 1
         n = len(d.ids)
         return pl.DataFrame(
             {
                 "symbol": pl.repeat(info.symbol, n, dtype=pl.String, eager=True),
                 "peg_symbol": pl.repeat(info.peg, n, dtype=pl.String, eager=True),
                 "trade_id": d.ids,
-                "price": price,
-                "qty": qty,
-                "quote_qty": quote,
-                "time": pl.Series(cols["time"] * factor, dtype=pl.Int64).cast(pl.Datetime("us")),
+                "price": price / 10.0**pe,
+                "qty": qty_f,
+                "quote_qty": quote_f,
+                "time": pl.Series(cols["time"][0] * factor, dtype=pl.Int64).cast(pl.Datetime("us")),
                 "is_buyer_maker": d.buyer_maker,
             },
             schema=TRADES_SCHEMA,
+        )
+
+    # ------------------------------------------------------------------ klines
+
+    def previous_close(self, market: str, pair: str, day: date, end: date | None = None) -> float | None:
+        """The pair's last price before ``day`` (the open of its first 1m kline), ``None`` for a
+        new listing's first day (its klines start at its first trade).
+
+        The last trade price of the previous day; on the archive's first day, for a pair that
+        existed before it, the price path's value at 00:00 rounded to a tick.
+        """
+        info = self._require(market, pair, day, end)
+        if day > info.listed:
+            prev = day - timedelta(days=1)
+            ticks = self._last_ticks.get((market, pair, prev))
+            if ticks is None:
+                self._generate(market, pair, prev, end)
+                ticks = self._last_ticks[(market, pair, prev)]
+        elif info.new_listing:
+            return None
+        else:
+            day_ord = self._ordinal(day)
+            log_mid = self._path(self._base_by_name[info.symbol], day_ord)[0]
+            if market != "spot" or info.peg != self.pegs[0]:
+                log_mid += _rng(self.seed, "basis", market, info.peg, info.symbol, day_ord).normal(0, 3e-4)
+            ticks = max(1, int(np.rint(np.exp(log_mid) * 10.0**info.price_exp)))
+        return ticks / 10.0**info.price_exp
+
+    def trading_end(self, market: str, pair: str, day: date) -> datetime | None:
+        """When the pair stops trading on ``day`` (its delisting day), else ``None`` (it trades to midnight)."""
+        info = self.pair_info(market, pair)
+        if info.delisted == day:
+            return datetime(day.year, day.month, day.day) + timedelta(hours=info.close_hour)
+        return None
+
+    def _klines_csv(self, d: _Day, end: date | None = None) -> bytes:
+        from mnemo_assets.binance.klines import render_klines_csv
+
+        m, p = d.info.market, d.info.pair
+        return render_klines_csv(
+            self._normalised(d), m, d.day, previous_close=self.previous_close(m, p, d.day, end),
+            end=self.trading_end(m, p, d.day), contract_size=d.info.contract_size,
+        )
+
+    def klines_csv_bytes(self, market: str, pair: str, day: date) -> bytes:
+        """The CSV inside the day's 1m klines zip, made from the day's trades with
+        :func:`~mnemo_assets.binance.klines.minute_bars`."""
+        return self._klines_csv(self._generate(market, pair, day))
+
+    def klines_zip_bytes(self, market: str, pair: str, day: date) -> bytes:
+        """The day's 1m klines zip, byte-identical for the same configuration."""
+        d = self._generate(market, pair, day)
+        return _zip(formats.file_name(pair, day, KLINES, "csv"), self._klines_csv(d), day)
+
+    def normalised_klines(self, market: str, pair: str, day: date) -> pl.DataFrame:
+        """The day's normalised 1m klines: ``minute_bars`` of its trades, with the pair's
+        previous close and trading end (equal to parsing the klines zip)."""
+        from mnemo_assets.binance.klines import minute_bars
+
+        trades = self.normalised_trades(market, pair, day)
+        return minute_bars(
+            trades, previous_close=self.previous_close(market, pair, day),
+            end=self.trading_end(market, pair, day), time_unit=formats.file_time_unit(market, day),
         )
 
     # ------------------------------------------------------------------ files
@@ -736,28 +828,43 @@ class SyntheticArchive(ArchiveSource):
             write_atomic(marker, (json.dumps(mine, indent=1, sort_keys=True) + "\n").encode())
         self._marked.add(root)
 
-    def _materialise(self, root: Path, market: str, pair: str, day: date, end: date | None = None) -> ArchiveFile:
-        """Write (unless already there and verified) the day's zip and CHECKSUM below ``root``."""
+    def _materialise(
+        self, root: Path, market: str, pair: str, day: date, end: date | None = None,
+        datasets: Iterable[str] = (TRADES,),
+    ) -> list[ArchiveFile]:
+        """Write (unless already there and verified) the day's zips and CHECKSUMs below
+        ``root``, generating the day's trades at most once for all ``datasets``."""
         self._check_marker(root)
-        path = root / archive_key(market, pair, day)
-        checksum = path.with_name(path.name + ".CHECKSUM")
-        if path.exists() and checksum.exists():
-            try:
-                return ArchiveFile(market, pair, day, path, verify_zip(path, checksum))
-            except ChecksumMismatchError:
-                pass  # a damaged file: the synthetic source regenerates it
-        data = self._zip_of(self._generate(market, pair, day, end))
-        write_atomic(path, data)
-        write_atomic(checksum, checksum_line(data, path.name).encode())
-        return ArchiveFile(market, pair, day, path, verify_zip(path, checksum))
+        files: list[ArchiveFile] = []
+        day_data: _Day | None = None
+        for dataset in datasets:
+            path = root / archive_key(market, pair, day, dataset)
+            checksum = path.with_name(path.name + ".CHECKSUM")
+            if path.exists() and checksum.exists():
+                try:
+                    files.append(ArchiveFile(market, pair, day, path, verify_zip(path, checksum), dataset=dataset))
+                    continue
+                except ArchiveError:
+                    pass  # a damaged file: the synthetic source regenerates it
+            if day_data is None:
+                day_data = self._generate(market, pair, day, end)
+            if dataset == TRADES:
+                data = self._zip_of(day_data)
+            else:
+                data = _zip(formats.file_name(pair, day, KLINES, "csv"), self._klines_csv(day_data, end), day)
+            write_atomic(path, data)
+            write_atomic(checksum, checksum_line(data, path.name).encode())
+            files.append(ArchiveFile(market, pair, day, path, verify_zip(path, checksum), dataset=dataset))
+        return files
 
-    def fetch(self, market: str, pair: str, day: date) -> ArchiveFile:
-        """The day's verified zip in ``cache_dir`` (generated on the first fetch).
+    def fetch(self, market: str, pair: str, day: date, dataset: str = TRADES) -> ArchiveFile:
+        """The day's verified zip of ``dataset`` in ``cache_dir`` (generated on the first fetch).
 
         Raises :class:`ArchiveMissingError` when the pair has no file that day.
         """
+        check_dataset(dataset)
         self._require(market, pair, day)
-        return self._materialise(self.cache_dir, market, pair, day)
+        return self._materialise(self.cache_dir, market, pair, day, datasets=(dataset,))[0]
 
     def write_mirror(
         self,
@@ -766,26 +873,31 @@ class SyntheticArchive(ArchiveSource):
         start: date | None = None,
         end: date | None = None,
         workers: int = 1,
+        datasets: Iterable[str] = (TRADES,),
     ) -> LocalMirror:
         """Write every file of ``[start, end]`` (default: the archive's range) in the archive layout.
 
-        Files already there and verified are kept. Returns a :class:`LocalMirror` over ``dest``.
+        ``datasets``: ``("trades",)`` (default) or ``("trades", "klines")``. Files already there
+        and verified are kept. Returns a :class:`LocalMirror` over ``dest``.
         """
         dest = Path(dest).expanduser()
         start = max(start or self.start, self.start)
         end = end or self.end
-        jobs = [
-            (m, info.pair, day)
-            for m in markets
-            for info in self.universe(m)
-            for day in self._days(info, start, end)
-        ]
+        datasets = tuple(check_dataset(d) for d in datasets)
+        # one job per pair, its days in order: a day's klines reuse the previous day's last price
+        jobs = [(m, info.pair, self._days(info, start, end)) for m in markets for info in self.universe(m)]
+
+        def run(job: tuple[str, str, list[date]]) -> None:
+            market, pair, days = job
+            for day in days:
+                self._materialise(dest, market, pair, day, end=end, datasets=datasets)
+
         self._check_marker(dest)
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda job: self._materialise(dest, *job, end=end), jobs))
+                list(pool.map(run, jobs))
         else:
             for job in jobs:
-                self._materialise(dest, *job, end=end)
+                run(job)
         return LocalMirror(dest)
 

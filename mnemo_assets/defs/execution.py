@@ -138,23 +138,19 @@ def _settings_in_env(settings):
     if settings is None:
         yield
         return
-    from mnemo_assets.config import ENV_OVERRIDES
-
     fd, path = tempfile.mkstemp(prefix="mnemo-settings-", suffix=".yaml")
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(settings.model_dump(mode="json"), fh)
-    saved = {k: os.environ.get(k) for k in ("MNEMO_CONFIG", *ENV_OVERRIDES)}
-    for k in ENV_OVERRIDES:
-        os.environ.pop(k, None)
+    # the file holds every setting: no MNEMO_* override may apply on top of it
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MNEMO_")}
+    for k in saved:
+        os.environ.pop(k)
     os.environ["MNEMO_CONFIG"] = path
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        os.environ.pop("MNEMO_CONFIG", None)
+        os.environ.update(saved)
         os.unlink(path)
 
 

@@ -70,8 +70,7 @@ def local_cache_dir() -> str:
     """A local folder for what cannot live below an object-store root (staged partitions
     before their PUT, downloaded archive files): ``$MNEMO_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/mnemo_assets``, else ``~/.cache/mnemo_assets``."""
+    from mnemo_assets.config import default_cache_dir
+
     explicit = os.environ.get("MNEMO_CACHE_DIR")
-    if explicit:
-        return os.path.abspath(os.path.expanduser(explicit))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "mnemo_assets")
+    return os.path.abspath(os.path.expanduser(explicit)) if explicit else str(default_cache_dir())

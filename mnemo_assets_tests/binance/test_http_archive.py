@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import time
 import zipfile
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from polars.testing import assert_frame_equal
 
 from mnemo_assets.binance.archive import (
     ArchiveError,
@@ -19,7 +22,10 @@ from mnemo_assets.binance.archive import (
     checksum_line,
 )
 from mnemo_assets.binance.http_archive import HttpArchive
-from mnemo_assets_tests.archive_server import ArchiveServer, write_archive_day
+from mnemo_assets.binance.klines import read_klines_file
+from mnemo_assets.binance.synthetic import SyntheticArchive
+from mnemo_assets.config import HttpSettings
+from mnemo_assets_tests.archive_server import ArchiveServer, make_trades_zip, write_archive_day
 
 D0 = date(2024, 8, 8)
 SPOT_PAIRS = ["ADAUSDT", "BNBUSDT", "BTCUSDT", "ETHUSDT", "XRPUSDT"]
@@ -348,3 +354,211 @@ def test_server_only_listens_on_loopback(remote):
     with ArchiveServer(remote) as srv:
         assert srv.url.startswith("http://127.0.0.1:")
         assert srv._httpd.server_address[0] == "127.0.0.1"
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+def test_dripping_body_fails_within_the_request_timeout(server, mirror):
+    """One byte every 0.1 s never trips a socket timeout; the per-request deadline does."""
+    server.drip_seconds = 0.1
+    server.faults[KEY] = "drip"
+    t0 = time.monotonic()
+    with pytest.raises(ArchiveError, match=r"BTCUSDT-trades-2024-08-08\.zip.*no complete answer within 0\.5 s") as info:
+        make_archive(server, mirror, timeout=0.5, retries=1).fetch("spot", "BTCUSDT", D0)
+    assert time.monotonic() - t0 < 3.0
+    assert "\n" not in str(info.value)
+    assert len(server.requests_for(KEY)) == 2
+    assert not (mirror / KEY).exists() and leftovers(mirror) == []
+
+
+def test_dripping_headers_fail_within_the_request_timeout(server, mirror):
+    server.drip_seconds = 0.1
+    server.faults[KEY + ".CHECKSUM"] = "drip_headers"
+    t0 = time.monotonic()
+    with pytest.raises(ArchiveError, match=r"\.CHECKSUM.*no complete answer within 0\.4 s"):
+        make_archive(server, mirror, timeout=0.4, retries=0).fetch("spot", "BTCUSDT", D0)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_overall_deadline_bounds_all_attempts(server, mirror):
+    server.drip_seconds = 0.1
+    server.faults[KEY] = "drip"
+    t0 = time.monotonic()
+    with pytest.raises(ArchiveError, match=r"failed after \d attempt"):
+        make_archive(server, mirror, timeout=0.5, retries=20, deadline=1.2).fetch("spot", "BTCUSDT", D0)
+    assert time.monotonic() - t0 < 2.5
+    assert 2 <= len(server.requests_for(KEY)) <= 4
+
+
+# ---------------------------------------------------------------- where requests go
+
+
+def test_redirect_to_another_host_is_refused(server, mirror):
+    server.faults[KEY + ".CHECKSUM"] = ("redirect", "http://archive.invalid/evil.CHECKSUM")
+    with pytest.raises(ArchiveError, match=r"redirect to http://archive\.invalid/evil\.CHECKSUM refused"):
+        make_archive(server, mirror).fetch("spot", "BTCUSDT", D0)
+    assert server.requests == [f"/{KEY}.CHECKSUM"]
+    assert not (mirror / KEY).exists()
+
+
+def test_redirect_on_the_same_host_is_followed(server, remote, mirror):
+    server.faults[KEY] = [("redirect", f"/{KEY}?again=1")]
+    got = make_archive(server, mirror).fetch("spot", "BTCUSDT", D0)
+    assert got.path.read_bytes() == (remote / KEY).read_bytes()
+    assert server.requests == [f"/{KEY}.CHECKSUM", f"/{KEY}", f"/{KEY}?again=1"]
+
+
+@pytest.mark.parametrize("pair", ["../../etc", "BTC/../../x", "BTC%2F..%2F..", "BTC USDT", "..", "btcusdt", "", "A" * 41])
+def test_hostile_pair_names_never_touch_disk_or_network(server, mirror, tmp_path, pair):
+    before = sorted(p for p in tmp_path.rglob("*"))
+    archive = make_archive(server, mirror)
+    for call in (lambda: archive.fetch("spot", pair, D0), lambda: archive.list_days("spot", pair),
+                 lambda: archive.recheck("spot", pair, D0, "klines"), lambda: LocalMirror(tmp_path).fetch("spot", pair, D0)):
+        with pytest.raises(ValueError, match="bad pair name"):
+            call()
+    assert server.requests == []
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_listing_ignores_folders_that_are_not_pair_names(remote, mirror):
+    base = remote / "data/spot/daily/trades"
+    (base / "bad name").mkdir()
+    (base / "bad name" / "x.zip").write_bytes(b"x")
+    (base / "lower").mkdir()
+    (base / "lower" / "x.zip").write_bytes(b"x")
+    with ArchiveServer(remote) as srv:
+        assert make_archive(srv, mirror).list_pairs("spot") == SPOT_PAIRS
+
+
+def test_garbage_checksum_bytes_name_the_file(server, remote, mirror):
+    garbage = b"\xff\xfe\x00" + bytes(range(128, 256))
+    (remote / (KEY + ".CHECKSUM")).write_bytes(garbage)
+    with pytest.raises(ArchiveError, match=r"BTCUSDT-trades-2024-08-08\.zip\.CHECKSUM: malformed CHECKSUM file: 131 bytes that are not ASCII"):
+        make_archive(server, mirror).fetch("spot", "BTCUSDT", D0)
+    assert not (mirror / KEY).exists()
+    # the same bytes in a local mirror: a clear error too, not a UnicodeDecodeError
+    with pytest.raises(ArchiveError, match=r"BTCUSDT-trades-2024-08-08\.zip\.CHECKSUM: malformed CHECKSUM"):
+        LocalMirror(remote).fetch("spot", "BTCUSDT", D0)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_archive_says_so_in_one_line(mirror):
+    url = f"http://127.0.0.1:{_closed_port()}/"
+    archive = HttpArchive(mirror, base_url=url, listing_url=url + "listing", retries=1, backoff=0.01, timeout=2)
+    for call in (lambda: archive.fetch("spot", "BTCUSDT", D0), lambda: archive.list_pairs("spot")):
+        with pytest.raises(ArchiveError) as info:
+            call()
+        msg = str(info.value)
+        assert "\n" not in msg
+        assert "unreachable after 2 attempt(s)" in msg
+        assert "source.kind: synthetic or mirror" in msg
+    assert not (mirror / KEY).exists()
+
+
+def test_listing_ttl_hides_a_new_day_at_most_that_long(server, remote, mirror):
+    archive = make_archive(server, mirror, listing_ttl=0.5)
+    assert archive.list_days("spot", "BTCUSDT") == DAYS
+    new_day = DAYS[-1] + timedelta(days=1)
+    write_archive_day(remote, "spot", "BTCUSDT", new_day)
+    assert archive.list_days("spot", "BTCUSDT") == DAYS  # still within the TTL
+    time.sleep(0.6)
+    assert archive.list_days("spot", "BTCUSDT") == [*DAYS, new_day]
+    assert make_archive(server, mirror, listing_ttl=0).list_days("spot", "BTCUSDT") == [*DAYS, new_day]
+
+
+def test_http_settings_feed_the_archive(mirror):
+    settings = HttpSettings(timeout_seconds=3, deadline_seconds=9, listing_ttl_seconds=0, retries=2, revalidate_seconds=5)
+    archive = HttpArchive.from_settings(mirror, settings)
+    assert (archive.timeout, archive.deadline, archive.listing_ttl, archive.retries, archive.revalidate_after) == (3, 9, 0, 2, 5)
+    assert HttpArchive(mirror).base_url == HttpSettings().base_url
+
+
+# ---------------------------------------------------------------- re-uploads
+
+
+def _republished_zip() -> bytes:
+    return make_trades_zip("spot", "BTCUSDT", D0, [f"{i + 1},200.00000000,1.00000000,200.00000000,1723075200000,True,True" for i in range(4)])
+
+
+def test_download_records_validators(server, remote, mirror):
+    got = make_archive(server, mirror).fetch("spot", "BTCUSDT", D0)
+    checksum = (remote / (KEY + ".CHECKSUM")).read_bytes()
+    assert got.etag == f'"{hashlib.md5(checksum).hexdigest()}"'
+    assert got.last_modified and got.url == server.url + KEY
+    assert got.size == (remote / KEY).stat().st_size and got.previous_sha256 is None
+    record = json.loads((mirror / ".http-meta" / (KEY + ".json")).read_text())
+    assert record["sha256"] == got.sha256 and record["etag"] == got.etag
+
+
+def test_revalidation_is_one_conditional_request(server, mirror):
+    archive = make_archive(server, mirror, revalidate_after=0)
+    first = archive.fetch("spot", "BTCUSDT", D0)
+    server.clear_log()
+    again = archive.fetch("spot", "BTCUSDT", D0)
+    assert server.requests == [f"/{KEY}.CHECKSUM"]  # answered 304, no zip download
+    (headers,) = server.headers_for(KEY + ".CHECKSUM")
+    assert headers["If-None-Match"] == first.etag and headers["If-Modified-Since"] == first.last_modified
+    assert again.sha256 == first.sha256 and again.previous_sha256 is None
+
+
+def test_republished_day_is_downloaded_again_by_recheck(server, remote, mirror):
+    archive = make_archive(server, mirror)  # revalidate_after: one day
+    old = archive.fetch("spot", "BTCUSDT", D0)
+    new_bytes = _republished_zip()
+    server.republish(KEY, new_bytes)
+    server.clear_log()
+    assert archive.fetch("spot", "BTCUSDT", D0).sha256 == old.sha256  # checked recently: no request
+    assert server.requests == []
+    got = archive.recheck("spot", "BTCUSDT", D0)
+    assert got.previous_sha256 == old.sha256 and got.sha256 == hashlib.sha256(new_bytes).hexdigest()
+    assert got.republished and got.path.read_bytes() == new_bytes
+    assert LocalMirror(mirror).fetch("spot", "BTCUSDT", D0).sha256 == got.sha256
+    assert leftovers(mirror) == []
+    server.clear_log()
+    again = archive.recheck("spot", "BTCUSDT", D0)
+    assert server.requests == [f"/{KEY}.CHECKSUM"] and not again.republished
+
+
+def test_stale_cache_is_revalidated_after_revalidate_seconds(server, mirror):
+    archive = make_archive(server, mirror, revalidate_after=0.3)
+    old = archive.fetch("spot", "BTCUSDT", D0)
+    server.republish(KEY, _republished_zip())
+    time.sleep(0.4)
+    got = archive.fetch("spot", "BTCUSDT", D0)
+    assert got.previous_sha256 == old.sha256 and got.sha256 != old.sha256
+
+
+def test_revalidation_while_offline_serves_the_cached_copy(remote, mirror):
+    with ArchiveServer(remote) as srv:
+        archive = make_archive(srv, mirror, revalidate_after=0, retries=0)
+        old = archive.fetch("spot", "BTCUSDT", D0)
+    assert archive.fetch("spot", "BTCUSDT", D0).sha256 == old.sha256
+    with pytest.raises(ArchiveError, match="unreachable"):
+        archive.recheck("spot", "BTCUSDT", D0)
+
+
+# ---------------------------------------------------------------- klines
+
+
+def test_klines_over_http_match_the_synthetic_archive(tmp_path, mirror):
+    start = date(2024, 12, 30)
+    synth = SyntheticArchive(tmp_path / "gen", seed=5, n_pairs=6, trades_per_day=3000, start=start, end=start + timedelta(days=2))
+    synth.write_mirror(tmp_path / "remote", markets=("spot", "cm"), datasets=("trades", "klines"))
+    with ArchiveServer(tmp_path / "remote", page_size=3) as srv:
+        archive = make_archive(srv, mirror)
+        for market in ("spot", "cm"):
+            assert archive.list_pairs(market, "klines") == synth.list_pairs(market, "klines")
+            pair = synth.list_pairs(market)[0]
+            days = archive.list_days(market, pair, "klines")
+            assert days == synth.list_days(market, pair, "klines")
+            for day in days:
+                got = archive.fetch(market, pair, day, "klines")
+                assert got.path == mirror / archive_key(market, pair, day, "klines")
+                assert got.path.read_bytes() == synth.klines_zip_bytes(market, pair, day)
+                assert_frame_equal(read_klines_file(got.path, market), synth.normalised_klines(market, pair, day))

@@ -11,8 +11,11 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from mnemo_assets.binance.archive import (
@@ -333,3 +336,135 @@ def test_write_mirror(tmp_path):
     assert part.list_pairs("spot") == []
     assert part.list_days("um", "BTCUSDT") == [day1, day2]
     assert Path(tmp_path / "part").is_dir()
+
+
+# ---------------------------------------------------------------- validity everywhere (no overflow)
+
+
+def check_file(arch: SyntheticArchive, market: str, pair: str, day: date) -> int:
+    """Every row of the day's CSV, read with Decimal: positive price, qty and quote, the quote
+    exactly price × qty (COIN-M: base_qty = contracts × size / price to 8 decimals), times in the
+    day and monotonic, ids contiguous; the fast path equals parsing. Returns the row count."""
+    info = arch.pair_info(market, pair)
+    raw = arch.csv_bytes(market, pair, day).decode()
+    lines = raw.split("\n")[:-1]
+    if market != "spot":
+        lines = lines[1:]
+    lo = (day - date(1970, 1, 1)).days * 86_400_000_000
+    unit = 1 if market == "spot" and day >= date(2025, 1, 1) else 1000
+    prev_t, prev_id = -1, None
+    for line in lines:
+        f = line.split(",")
+        price, qty, third = Decimal(f[1]), Decimal(f[2]), Decimal(f[3])
+        assert price > 0 and qty > 0 and third > 0, line
+        if market == "cm":
+            want = (qty * Decimal(int(info.contract_size)) / price).quantize(Decimal("1e-8"), rounding=ROUND_HALF_UP)
+            assert third == want, line
+        else:
+            assert third == price * qty, line
+        t = int(f[4]) * unit
+        assert lo <= t < lo + 86_400_000_000 and t >= prev_t, line
+        assert prev_id is None or int(f[0]) == prev_id + 1, line
+        prev_t, prev_id = t, int(f[0])
+    parsed = parse_trades_csv(raw.encode(), pair, market, "x")
+    assert_frame_equal(parsed, arch.normalised_trades(market, pair, day), check_exact=True)
+    return len(lines)
+
+
+def test_tiny_price_day_that_overflowed_is_valid(tmp_path):
+    """Seed 7, 50 pairs, 200k trades a day from 2024-12-01 (the embedded default) wrote negative
+    PEPE quantities on 2025-03-29: 3.6e11 whole PEPE became 3.6e19 units of 1e-8 in an int64."""
+    arch = SyntheticArchive(tmp_path, seed=7, n_pairs=50, trades_per_day=200_000, start=date(2024, 12, 1),
+                            end=date(2025, 3, 29))
+    assert arch.pair_info("spot", "PEPEUSDT").qty_exp == 0
+    day = date(2025, 3, 29)
+    assert check_file(arch, "spot", "PEPEUSDT", day) > 1000
+    df = arch.normalised_trades("spot", "PEPEUSDT", day)
+    assert df["qty"].min() > 0 and df["qty"].max() > 1e11  # whole PEPE, printed as such
+    assert (df["quote_qty"] <= 2e6).all()
+
+
+class ExtremeArchive(SyntheticArchive):
+    """A universe whose bases sit at the edges of what the model can price: 1e-8 .. 1e6."""
+
+    PRICES = {"BTC": 1e6, "ETH": 3e3, "SHIB": 1e-8, "TINY": 3e-8, "PEPE": 1e-6, "BIG": 5e5}
+
+    def _make_bases(self):
+        from mnemo_assets.binance.synthetic import _Base
+
+        return [_Base(name, price, 0.09, rank, 1.0 / rank) for rank, (name, price) in enumerate(self.PRICES.items(), 1)]
+
+
+def test_extreme_prices_and_sizes_are_valid(tmp_path):
+    arch = ExtremeArchive(tmp_path, seed=3, n_pairs=6, trades_per_day=20_000, pegs=("USDT",), start=date(2024, 12, 20),
+                          end=date(2025, 2, 1), n_um_pairs=6)
+    for day in (date(2024, 12, 31), date(2025, 1, 1), date(2025, 1, 31)):
+        for market in ("spot", "um"):
+            for pair in _pairs_on(arch, market, day):
+                check_file(arch, market, pair, day)
+    shib = arch.normalised_trades("spot", "SHIBUSDT", date(2025, 1, 1))
+    assert shib["price"].min() >= 1e-8 and shib["qty"].max() > 1e11  # one tick, huge sizes
+    btc = arch.normalised_trades("spot", "BTCUSDT", date(2025, 1, 1))
+    assert btc["price"].max() > 5e5
+
+
+def test_prices_stay_within_a_hundredfold_of_their_reference(tmp_path):
+    arch = SyntheticArchive(tmp_path, seed=7, n_pairs=50, start=date(2024, 12, 1), end=date(2026, 11, 30))
+    for base in arch._bases[:12]:
+        for day in (date(2024, 12, 1), date(2025, 12, 1), date(2026, 11, 30), date(2030, 1, 1)):
+            ratio = np.exp(arch._open_log_price(base, arch._ordinal(day))) / base.price
+            assert 1 / 100 - 1e-12 <= ratio <= 100 + 1e-9, (base.name, day)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), offset=st.integers(0, 720), n_pairs=st.integers(3, 30))
+def test_every_generated_file_is_valid(tmp_path_factory, seed, offset, n_pairs):
+    start = date(2024, 12, 1)
+    day = start + timedelta(days=offset)
+    arch = SyntheticArchive(tmp_path_factory.mktemp("prop"), seed=seed, n_pairs=n_pairs, trades_per_day=4_000,
+                            start=start, end=day + timedelta(days=1))
+    for market in ("spot", "um", "cm"):
+        for pair in _pairs_on(arch, market, day)[:8]:
+            check_file(arch, market, pair, day)
+            ids_before = arch.normalised_trades(market, pair, day - timedelta(days=1))["trade_id"] \
+                if day - timedelta(days=1) in arch.list_days(market, pair) else None
+            if ids_before is not None:  # ids continue across days
+                assert arch.normalised_trades(market, pair, day)["trade_id"][0] == ids_before[-1] + 1
+
+
+def test_default_configuration_is_valid_on_sampled_days(tmp_path):
+    """The embedded default (seed 7, 50 pairs, 200k spot trades a day from 2024-12-01), days
+    spread over two years, every pair of every market."""
+    arch = SyntheticArchive(tmp_path, end=date(2026, 11, 30))
+    assert (arch.seed, arch.n_pairs, arch.trades_per_day, arch.start) == (7, 50, 200_000, date(2024, 12, 1))
+    for day in (date(2025, 3, 29), date(2025, 9, 14), date(2026, 6, 2)):
+        for market in ("spot", "um", "cm"):
+            for pair in _pairs_on(arch, market, day):
+                df = arch.normalised_trades(market, pair, day)  # raises if a value leaves the exact range
+                assert df["price"].min() > 0 and df["qty"].min() > 0 and df["quote_qty"].min() > 0, (market, pair, day)
+                assert (df["trade_id"].diff().drop_nulls() == 1).all() and df["time"].is_sorted()
+
+
+def test_a_large_day_is_valid_and_passes_the_grid_checks(tmp_path):
+    """About 5M spot trades in one day (the 40M/day configuration failed the grid checks)."""
+    from mnemo_assets.grids import grid_violations, last_trade_grid
+
+    day = date(2025, 3, 29)
+    arch = SyntheticArchive(tmp_path, seed=7, n_pairs=12, trades_per_day=5_000_000, start=date(2024, 12, 1), end=day)
+    frames = [arch.normalised_trades("spot", p, day) for p in _pairs_on(arch, "spot", day)]
+    trades = pl.concat(frames)
+    assert trades.height > 3_000_000
+    bad = trades.select(
+        (pl.col("price") <= 0).sum().alias("price"), (pl.col("qty") <= 0).sum().alias("qty"),
+        (pl.col("quote_qty") <= 0).sum().alias("quote"),
+        ((pl.col("quote_qty") / (pl.col("price") * pl.col("qty")) - 1).abs() > 1e-12).sum().alias("product"),
+    ).row(0)
+    assert bad == (0, 0, 0, 0)
+    for frame in frames:
+        assert (frame["trade_id"].diff().drop_nulls() == 1).all() and frame["time"].is_sorted()
+    for peg in ("USDT", "USDC"):
+        grid = last_trade_grid(trades.filter(pl.col("peg_symbol") == peg).lazy(), "5s").collect()
+        assert set(grid_violations(grid, "5s").values()) == {0}
+    # the tiniest-priced pair through the bytes too
+    tiny = min(_pairs_on(arch, "spot", day), key=lambda p: arch.pair_info("spot", p).price_exp * -1)
+    assert check_file(arch, "spot", tiny, day) > 0
