@@ -18,10 +18,12 @@ listed file absent            ERROR    missing     the plan (archive listing, or
                                                    day) says the file should exist, and it does not: a hole,
                                                    a file absent on a pair's first/last day, a fetch 404 of
                                                    a listed file, or a file not published yet
-unreadable                    ERROR    rejected    corrupt zip, checksum mismatch, zip member that is not
+unreadable                    ERROR    rejected    corrupt zip, zip member that is not
                                                    ``{PAIR}-trades-{DAY}.csv`` (another pair's or day's file)
                                                    or has path components, unknown header, malformed row,
-                                                   time unit not ms/µs (ns, s), mixed units, bad pair name
+                                                   time unit not ms/µs (ns, s), mixed units, bad pair name;
+                                                   a checksum mismatch (raised by the source's ``fetch``)
+                                                   is recorded with :func:`error_row`
 non_finite_values > 0         ERROR    rejected    NaN or ±inf price, qty or quote/base qty
 non_positive_values > 0       ERROR    rejected    price <= 0, qty <= 0 or quote/base qty < 0
 duplicate_ids_conflicting > 0 ERROR    rejected    one trade id with different content (which row is true?)

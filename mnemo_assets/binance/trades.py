@@ -14,7 +14,8 @@ explicitly, with its evidence:
   newest day (it may still come, or the pair was delisted on ``D−1``; settled once ``D+1`` is
   published).
 * ``not_listed``: ``D`` is before the pair's first file.
-* ``delisted``: ``D`` is after the pair's last file (and not pending).
+* ``delisted``: ``D`` is after the pair's last file (and not pending), or after the delivery
+  date of an expired delivery contract.
 
 Whole-day answers are distinct errors: :class:`BeforeArchiveStartError` ("before the first
 archive day of {market} ({first})"), :class:`UnknownPegError` (no pair of the market ends with
@@ -189,6 +190,17 @@ def _expected(
     return out
 
 
+def _expiry(pair: str) -> date | None:
+    """The delivery date of a delivery contract (``BTCUSDT_250328`` → 2025-03-28), else ``None``."""
+    _, _, suffix = pair.rpartition("_")
+    if len(suffix) != 6 or not suffix.isdigit():
+        return None
+    try:
+        return date(2000 + int(suffix[:2]), int(suffix[2:4]), int(suffix[4:]))
+    except ValueError:
+        return None
+
+
 def _classify(item: DayFile, days: list[date], day: date, latest: date | None, market: str) -> PairPlan:
     first, last = (days[0], days[-1]) if days else (None, None)
     plan = PairPlan(item.pair, item.symbol, item.peg, "", "", first, last)
@@ -202,6 +214,9 @@ def _classify(item: DayFile, days: list[date], day: date, latest: date | None, m
         return replace(plan, status="missing", evidence=f"a hole: files on {before} and {after} but not on {day}")
     if day < first:  # type: ignore[operator]
         return replace(plan, status="not_listed", evidence=f"before its first file ({first})")
+    expiry = _expiry(item.pair)
+    if expiry is not None and last >= expiry and day > expiry:  # type: ignore[operator]
+        return replace(plan, status="delisted", evidence=f"a delivery contract that expired on {expiry} (last file {last})")
     if last == day - timedelta(days=1) and latest == day:
         return replace(
             plan, status="pending",

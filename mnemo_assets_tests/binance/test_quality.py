@@ -350,6 +350,15 @@ def test_newest_day_without_a_pairs_file_is_pending(mirror):
     assert [(r["pair"], r["status"], r["reasons"][0][:17]) for r in rows] == [("EEEUSDT", "missing", "not published yet")]
 
 
+def test_expired_delivery_contract_is_delisted_not_pending(tmp_path):
+    for k, day in enumerate([D - timedelta(days=1), D]):
+        put(tmp_path, "um", "BTCUSDT", day, f"{UM_HEADER}\n{k},10,1,10,{T0 - 86_400_000 * (1 - k)},true\n")
+    put(tmp_path, "um", "BTCUSDT_240808", D - timedelta(days=1), f"{UM_HEADER}\n1,10,1,10,{T0 - 86_400_000},true\n")
+    plan = plan_day(LocalMirror(tmp_path), "um", ["USDT"], D, contracts="all")
+    assert statuses(plan) == {"BTCUSDT": "present", "BTCUSDT_240808": "delisted"}
+    assert "expired on 2024-08-08" in plan.pairs[1].evidence
+
+
 def test_listed_file_absent_at_fetch_is_missing(mirror):
     class StaleListing(LocalMirror):
         def list_days(self, market, pair):
