@@ -146,12 +146,22 @@ def last_trade_grid(
     return grid.collect() if eager else grid
 
 
+_FINITE_COLUMNS = (
+    "open", "high", "low", "close", "volume_base", "volume_quote", "taker_buy_volume_quote", "taker_sell_volume_quote",
+    "vwap_taker_buy", "vwap_taker_sell", "vwap_total_by_base", "taker_buy_volume_base", "taker_sell_volume_base",
+)
+
+
 def grid_violations(grid: pl.LazyFrame | pl.DataFrame, grid_interval: str | timedelta) -> dict[str, int]:
     """Rows breaking each grid invariant (0 everywhere for a valid grid).
 
     Prices: ``low <= open, close, vwap_* <= high`` up to the archive's rounding of quote (spot,
     USD-M) and base (COIN-M) quantities to 8 decimals per trade: a vwap may lie outside
     ``[low, high]`` by ``n·5e-9 / volume · (1 + high)`` (``n`` trades), plus ``1e-9·high``.
+
+    ``finite_values`` counts rows with a NaN or ±inf price, volume or vwap (nulls, e.g. the vwap
+    of a side without trades, are fine): comparisons with NaN are false and ``high = inf``
+    bounds everything, so the other price checks cannot see them.
     """
     interval_us = to_micros(day_interval(grid_interval, "grid interval"))
     g = grid.lazy()
@@ -180,6 +190,7 @@ def grid_violations(grid: pl.LazyFrame | pl.DataFrame, grid_interval: str | time
             | (pl.col("time").cast(pl.Int64) % interval_us != 0)
         ).sum().alias("last_trade_time_in_bucket"),
         (pl.col("date") != pl.col("time").dt.date()).sum().alias("date_matches_time"),
+        pl.any_horizontal((~pl.col(c).is_finite()).fill_null(False) for c in _FINITE_COLUMNS).sum().alias("finite_values"),
     ).collect()
     return {k: int(v or 0) for k, v in counts.row(0, named=True).items()}
 

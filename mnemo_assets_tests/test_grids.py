@@ -132,3 +132,31 @@ def test_row_order_of_input_does_not_matter(trades):
     a = last_trade_grid(trades, "5s").with_columns(pl.col("symbol").cast(pl.String))
     b = last_trade_grid(trades.reverse(), "5s").with_columns(pl.col("symbol").cast(pl.String))
     assert_rows_close(b.to_dicts(), a.to_dicts())
+
+
+@pytest.mark.parametrize("column,value", [("price", float("inf")), ("price", float("nan")), ("qty", float("inf")),
+                                          ("quote_qty", float("-inf")), ("qty", float("nan"))])
+def test_non_finite_values_are_a_grid_violation(column, value):
+    """``high = inf`` (or a NaN vwap) passes every bound check; ``finite_values`` catches it."""
+    t0 = datetime(2024, 1, 1)
+    trades = pl.DataFrame(
+        {
+            "symbol": ["A"] * 3, "peg_symbol": ["USDT"] * 3, "trade_id": [1, 2, 3], "price": [2.0, 4.0, 3.0],
+            "qty": [1.0, 1.0, 2.0], "quote_qty": [2.0, 4.0, 6.0], "time": [t0, t0, t0 + timedelta(seconds=7)],
+            "is_buyer_maker": [True, False, True],
+        },
+        schema=TRADES_SCHEMA,
+    )
+    clean = last_trade_grid(trades, "5s")
+    assert grid_violations(clean, "5s") == dict.fromkeys(grid_violations(clean, "5s"), 0)
+    bad = last_trade_grid(trades.with_columns(pl.when(pl.col("trade_id") == 2).then(value).otherwise(pl.col(column)).alias(column)), "5s")
+    violations = grid_violations(bad, "5s")
+    assert violations["finite_values"] == 1  # the first bucket only; the second stays finite
+    if (column, value) == ("price", float("inf")):
+        assert violations["price_bounds"] == 0  # high = inf: what made the defect invisible before
+
+
+def test_null_vwaps_are_not_non_finite():
+    grid = last_trade_grid(read_trades_file(REALDATA / "futures/um/trades/ETHUSDT-trades-2024-08-09.partial.csv", "um"), "1s")
+    assert grid.get_column("vwap_taker_buy").null_count() + grid.get_column("vwap_taker_sell").null_count() > 0
+    assert grid_violations(grid, "1s")["finite_values"] == 0

@@ -134,6 +134,8 @@ def test_corrupt_zip(tmp_path):
 
 @pytest.mark.parametrize("text", ["", "\n", "id,price,qty,quote_qty,time,is_buyer_maker\n"])
 def test_empty_file(tmp_path, text):
+    """The single-file reader gives zero rows; quality.read_pair_day records such a file as `empty`
+    and read_day refuses it (see test_quality.py)."""
     df = read_trades_file(make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", text), "um")
     assert df.height == 0 and df.schema == TRADES_SCHEMA
 
@@ -159,3 +161,165 @@ def test_split_pair(pair, market, pegs, want):
 def test_split_pair_known_exchange_split_wins():
     assert split_pair("ABUSDT", "spot", ["USDT", "BUSDT"], known={"ABUSDT": ("AB", "USDT")}) == ("AB", "USDT")
     assert split_pair("ABUSDT", "spot", ["USDT", "BUSDT"]) == ("A", "BUSDT")
+
+
+# ---------------------------------------------------------------- headers, time units, values, members
+
+ROWS_UM = "1,10.5,2,21,1723161600000,true\n2,10.5,1,10.5,1723161600001,False\n"
+
+
+@pytest.mark.parametrize(
+    "market,header",
+    [
+        ("um", "id,price,qty,quote_qty,time,is_buyer_maker"),
+        ("um", "trade_id,price,qty,quoteQty,time,isBuyerMaker"),
+        ("um", "ID,PRICE,QTY,QUOTE_QTY,TIME,IS_BUYER_MAKER"),
+        ("um", "Id, Price, Qty, QuoteQty, Time, IsBuyerMaker"),
+        ("um", "\ufefftrade_id,price,qty,quote_qty,time,is_buyer_maker"),
+        ("um", '"id","price","qty","quote_qty","time","is_buyer_maker"'),
+        ("cm", "id,price,qty,base_qty,time,is_buyer_maker"),
+        ("cm", "trade_id,price,qty,baseQty,time,isBuyerMaker"),
+        ("spot", "id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch"),
+        ("spot", "trade_id,price,qty,quote_qty,time,is_buyer_maker,is_best_match"),
+    ],
+)
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_every_known_header_spelling_parses(tmp_path, market, header, newline):
+    rows = ROWS_UM if market != "spot" else ROWS_UM.replace("true\n", "true,True\n").replace("False\n", "False,True\n")
+    text = (header + "\n" + rows).replace("\n", newline)
+    pair = "BTCUSD_PERP" if market == "cm" else "BTCUSDT"
+    with_header = read_trades_file(make_zip(tmp_path, f"{pair}-trades-2024-08-09.zip", text), market)
+    (tmp_path / "plain").mkdir()
+    plain = read_trades_file(make_zip(tmp_path / "plain", f"{pair}-trades-2024-08-09.zip", rows), market)
+    assert with_header.height == 2 and with_header.equals(plain)
+
+
+@pytest.mark.parametrize(
+    "market,header,match",
+    [
+        ("um", "tid,price,qty,quote_qty,time,is_buyer_maker", "neither a trade nor a known header"),
+        ("um", "id,price,qty,base_qty,time,is_buyer_maker", "does not match the um layout"),
+        ("cm", "id,price,qty,quote_qty,time,is_buyer_maker", "does not match the cm layout"),
+        ("um", "id,price,qty,quote_qty,time", "does not match the um layout"),
+        ("um", "price,id,qty,quote_qty,time,is_buyer_maker", "does not match the um layout"),
+    ],
+)
+def test_unknown_or_wrong_header_names_file_header_and_layout(tmp_path, market, header, match):
+    pair = "BTCUSD_PERP" if market == "cm" else "BTCUSDT"
+    path = make_zip(tmp_path, f"{pair}-trades-2024-08-09.zip", header + "\n" + ROWS_UM)
+    with pytest.raises(TradesParseError, match=match) as err:
+        read_trades_file(path, market)
+    text = str(err.value)
+    assert path.name in text and header[:20] in text
+    expected_layout = "id,price,qty,base_qty,time,is_buyer_maker" if market == "cm" else "id,price,qty,quote_qty,time,is_buyer_maker"
+    assert expected_layout in text
+
+
+@pytest.mark.parametrize(
+    "times,match",
+    [
+        ((1723161600000000000, 1723161600000000001), r"1723161600000000001 at line 2 is in nanoseconds"),
+        ((1723161601, 1723161600), r"1723161600 at line 2 is in seconds"),
+        ((1723161600000, -5), r"negative trade time -5 at line 2"),
+    ],
+)
+def test_time_units_other_than_ms_and_us_are_clear_errors(tmp_path, times, match):
+    """A nanosecond file used to crash while formatting its error (``year 56577 is out of range``)."""
+    text = "".join(f"{i},10.5,2,21,{t},True,True\n" for i, t in enumerate(times, start=1))
+    path = make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", text)
+    with pytest.raises(TradesParseError, match=match) as err:
+        read_trades_file(path, "spot")
+    assert path.name in str(err.value)
+
+
+def test_ms_and_ns_in_one_file(tmp_path):
+    text = "1,10.5,2,21,1723161600000,True,True\n2,10.5,2,21,1723161600000000000,True,True\n"
+    with pytest.raises(TradesParseError, match="mix milliseconds and nanoseconds .*line 1 .. .*line 2"):
+        read_trades_file(make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", text), "spot")
+
+
+def test_format_epoch_never_raises():
+    from mnemo_assets.binance.parse import format_epoch
+
+    assert format_epoch(1723161600000, "ms") == "2024-08-09 00:00:00"
+    assert "outside the datetime range" in format_epoch(1723161600000000000, "us")
+    assert "outside the datetime range" in format_epoch(-(2**62), "ms")
+
+
+def test_blank_lines(tmp_path):
+    ok = read_trades_file(make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", ROWS_UM + "\n\n"), "um")
+    assert ok.height == 2
+    with pytest.raises(TradesParseError, match="line 2 is blank"):
+        read_trades_file(make_zip(tmp_path, "ETHUSDT-trades-2024-08-09.zip", ROWS_UM.replace("\n", "\n\n", 1)), "um")
+    with pytest.raises(TradesParseError, match="line 1 is blank"):
+        read_trades_file(make_zip(tmp_path, "XRPUSDT-trades-2024-08-09.zip", "\n" + ROWS_UM), "um")
+
+
+@pytest.mark.parametrize("column", [1, 2, 3])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400"])
+def test_non_finite_values_are_rejected_naming_lines(tmp_path, column, value):
+    rows = [r.split(",") for r in ROWS_UM.splitlines()] + [["3", "10.5", "1", "10.5", "1723161600002", "true"]]
+    rows[1][column] = value
+    path = make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", "\n".join(",".join(r) for r in rows) + "\n")
+    with pytest.raises(TradesParseError, match=r"1 row\(s\) with a non-finite price or quantity .* at line 2$") as err:
+        read_trades_file(path, "um")
+    assert path.name in str(err.value)
+
+
+def test_non_finite_base_qty_of_coin_m(tmp_path):
+    path = make_zip(tmp_path, "BTCUSD_PERP-trades-2024-08-09.zip", "1,60000.1,4,nan,1723161600000,true\n")
+    with pytest.raises(TradesParseError, match="non-finite"):
+        read_trades_file(path, "cm")
+
+
+@pytest.mark.parametrize("row", ["1,0,2,0,1723161600000,true", "1,-10.5,2,-21,1723161600000,true",
+                                 "1,10.5,0,0,1723161600000,true", "1,10.5,2,-21,1723161600000,true"])
+def test_non_positive_values_are_rejected(tmp_path, row):
+    path = make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", ROWS_UM + row.replace("1,", "3,", 1) + "\n")
+    with pytest.raises(TradesParseError, match=r"price <= 0, qty <= 0 .* at line 3"):
+        read_trades_file(path, "um")
+
+
+def test_parse_trades_bytes_counts_values_without_raising():
+    from mnemo_assets.binance.parse import parse_trades_bytes
+
+    text = b"id,price,qty,quote_qty,time,is_buyer_maker\n1,nan,1,1,1723161600000,true\n2,1,1,1,1723161600001,true\n3,1,inf,1,1723161600002,true\n"
+    parsed = parse_trades_bytes(text, "BTCUSDT", "um", "x.zip", ["USDT"])
+    assert (parsed.non_finite, parsed.non_finite_lines, parsed.first_line, parsed.time_unit) == (2, (2, 4), 2, "ms")
+    assert parsed.header == "id,price,qty,quote_qty,time,is_buyer_maker" and parsed.trades.height == 3
+
+
+def zip_with_member(path: Path, member: str, text: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(zipfile.ZipInfo(member), text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "member,match",
+    [
+        ("ETHUSDT-trades-2024-08-09.csv", "is not 'BTCUSDT-trades-2024-08-09.csv'"),
+        ("BTCUSDT-trades-2024-08-08.csv", "is not 'BTCUSDT-trades-2024-08-09.csv'"),
+        ("BTCUSDT-aggTrades-2024-08-09.csv", "is not 'BTCUSDT-trades-2024-08-09.csv'"),
+        ("btcusdt-trades-2024-08-09.csv", "is not 'BTCUSDT-trades-2024-08-09.csv'"),
+        ("../BTCUSDT-trades-2024-08-09.csv", "path components"),
+        ("/tmp/BTCUSDT-trades-2024-08-09.csv", "path components"),
+        ("sub/BTCUSDT-trades-2024-08-09.csv", "path components"),
+        ("sub\\BTCUSDT-trades-2024-08-09.csv", "path components"),
+        ("C:BTCUSDT-trades-2024-08-09.csv", "path components"),
+    ],
+)
+def test_zip_member_must_be_this_pair_and_day(tmp_path, member, match):
+    from mnemo_assets.binance.parse import WrongMemberError
+
+    path = zip_with_member(tmp_path / "BTCUSDT-trades-2024-08-09.zip", member, "1,10.5,2,21,1723161600000,True,True\n")
+    with pytest.raises(WrongMemberError, match=match) as err:
+        read_trades_file(path, "spot")
+    assert "BTCUSDT-trades-2024-08-09.zip" in str(err.value) and repr(member) in str(err.value)
+    assert isinstance(err.value, CorruptArchiveError)
+
+
+def test_partial_member_name_is_the_same_file(tmp_path):
+    path = zip_with_member(tmp_path / "BTCUSDT-trades-2024-08-09.zip", "BTCUSDT-trades-2024-08-09.partial.csv",
+                           "1,10.5,2,21,1723161600000,True,True\n")
+    assert read_trades_file(path, "spot").height == 1
