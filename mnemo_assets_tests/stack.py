@@ -1,5 +1,9 @@
 """A real Dagster stack for tests: dagster-webserver and dagster-daemon on loopback, each in its own
-process group (stopped with the group), with a temporary DAGSTER_HOME and data root."""
+process group (stopped with the group), with a temporary DAGSTER_HOME and data root.
+
+By default the instance is the repository's ``dagster.yaml`` (sqlite under DAGSTER_HOME); pass
+``instance_yaml`` (e.g. ``deploy/postgres/dagster.yaml``) and the ``env`` it reads to run the
+same stack on another instance."""
 
 from __future__ import annotations
 
@@ -38,8 +42,11 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, instance_yaml: Path | None = None, env: dict[str, str] | None = None, config: str = SMALL_CONFIG):
         self.base = base
+        self.instance_yaml = Path(instance_yaml) if instance_yaml else REPO / "dagster.yaml"
+        self.extra_env = dict(env or {})
+        self.config_text = config
         self.home = base / "dagster_home"
         self.root = base / "data"
         self.config = base / "mnemo.yaml"
@@ -53,15 +60,18 @@ class Stack:
         env = dict(os.environ)
         env.update(DAGSTER_HOME=str(self.home), MNEMO_CONFIG=str(self.config), MNEMO_AUTOMATION="off")
         env.pop("MNEMO_DATA_ROOT", None)
+        env.update(self.extra_env)
         return env
 
     def start(self) -> Stack:
         for d in (self.home, self.root, self.logs):
             d.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(REPO / "dagster.yaml", self.home / "dagster.yaml")
-        self.config.write_text(SMALL_CONFIG.format(root=self.root))
-        # create the storage once: two processes migrating a fresh sqlite store at once race
-        subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=self.env, cwd=REPO, check=True, capture_output=True, timeout=300)
+        shutil.copyfile(self.instance_yaml, self.home / "dagster.yaml")
+        self.config.write_text(self.config_text.format(root=self.root))
+        # create the storage once: two processes migrating a fresh store at once race
+        out = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"dagster instance migrate failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
         workspace = str(REPO / "workspace.yaml")
         commands = {
             "webserver": [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(self.port)],
