@@ -18,7 +18,7 @@ from mnemo_assets.defs.partitions import daily_partitions
 from mnemo_assets.defs.resources import ArchiveResource, StoreResource, io_manager_from_settings
 from mnemo_assets.defs.metadata import build_metadata_assets
 from mnemo_assets.defs.returns import build_returns_asset
-from mnemo_assets.defs.trades import build_trades_asset
+from mnemo_assets.defs.trades import build_trades_assets
 
 
 quiet_dagster()
@@ -30,7 +30,7 @@ def build_assets(settings: Settings) -> list:
     specs = {interval: settings.metadata.load_spec(interval) for interval in settings.metadata.intervals}
     assets = []
     for market, market_settings in settings.markets.items():
-        assets.append(build_trades_asset(market, market_settings, partitions, batch, settings.automation.archive_cron))
+        assets.append(build_trades_assets(market, market_settings, partitions, batch, settings.automation.archive_cron))
         for peg in market_settings.pegs:
             for interval in settings.grids.intervals:
                 assets.append(build_grid_asset(market, peg, interval, partitions, batch))

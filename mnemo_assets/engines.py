@@ -167,7 +167,7 @@ class MetadataEngine:
         failed."""
         from mnemo_assets.definitions import build_definitions
         from mnemo_assets.defs.execution import Request, run_request
-        from mnemo_assets.defs.keys import metadata_key
+        from mnemo_assets.defs.keys import metadata_key, partials_key
         from mnemo_assets.defs.planning import upstream_closure
 
         settings = self.settings.model_copy(
@@ -185,7 +185,9 @@ class MetadataEngine:
         days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
         keys = sorted(upstream_closure(graph, [key]), key=lambda k: k.to_user_string())
         # recompute: the metadata (and its partials) again; upstream only where missing
-        derived = [k for k in keys if k.path[-1].startswith(f"metadata_{self.interval}")]
+        derived = [metadata_key(self.market, self.peg, self.interval)] + [
+            partials_key(self.market, self.peg, self.interval, source) for source in ("index", "returns")
+        ]
         missing_only = set(keys) - set(derived) if recompute else set(keys)
         echo = print if progress else (lambda _m: None)
         summary = run_request(

@@ -127,14 +127,14 @@ def test_ui_shows_the_asset_graph_and_a_partition(stack, backfilled):
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "asset-graph.png"))
         # a partition of a grid: materialized, with its row count and checks
-        page.goto(f"{stack.url}/assets/binance/spot/usdt/grid_5s?view=partitions&partition=2024-12-03", wait_until="networkidle")
+        page.goto(f"{stack.url}/assets/binance/spot/usdt/spot_usdt_grid_5s?view=partitions&partition=2024-12-03", wait_until="networkidle")
         dismiss_welcome(page)
         page.get_by_text("Materialized (5)").wait_for(timeout=30000)
         page.get_by_text("rows_by_day").first.wait_for(timeout=30000)
         body = page.inner_text("body")
         assert "2024-12-03" in body and "grid_5s" in body
         page.screenshot(path=str(ARTIFACTS / "grid-partition.png"))
-        page.goto(f"{stack.url}/assets/binance/spot/usdt/grid_5s?view=checks", wait_until="networkidle")
+        page.goto(f"{stack.url}/assets/binance/spot/usdt/spot_usdt_grid_5s?view=checks", wait_until="networkidle")
         dismiss_welcome(page)
         page.get_by_text("nothing_lost").first.wait_for(timeout=30000)
         assert "price_bounds" in page.inner_text("body")

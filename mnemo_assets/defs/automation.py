@@ -40,10 +40,18 @@ def when_inputs_ready(days: int = 1, skip_newest: bool = False) -> AutomationCon
         & AC.missing()
         & ~AC.any_deps_missing()
         & ~AC.any_deps_in_progress()
-        & AC.all_deps_blocking_checks_passed()
+        & deps_checks_passed()
         & ~AC.in_progress()
         & ~AC.execution_failed()
     ).with_label(label)
+
+
+def deps_checks_passed() -> AutomationCondition:
+    """Every dependency's blocking checks passed, or the dependency runs in this tick (its
+    checks then run in the same run and stop this asset there if they fail)."""
+    return AC.all_deps_match(
+        AC.all_checks_match(AC.check_passed(), blocking_only=True) | AC.will_be_requested()
+    ).with_label("all_deps_blocking_checks_passed")
 
 
 def automation_sensor(enabled: bool) -> AutomationConditionSensorDefinition:

@@ -94,6 +94,7 @@ class DayAudit:
     staged: dict[str, Staged] = field(default_factory=dict)
     failures: dict[str, dict[str, int]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.checks = checks_of(self.checks)
@@ -106,10 +107,16 @@ class DayAudit:
         self.staged[key] = staged
         return staged
 
-    def record(self, day: date | str, violations: Mapping[str, int], details: Mapping[str, Any] | None = None) -> None:
+    def record(
+        self, day: date | str, violations: Mapping[str, int], details: Mapping[str, Any] | None = None,
+        messages: Sequence[str] = (),
+    ) -> None:
         """The checks' failing-row counts for one staged day (0 = passed); ``details`` (for
-        instance the count of each invariant a check covers) go to the evaluation's metadata."""
+        instance the count of each invariant a check covers) go to the evaluation's metadata,
+        ``messages`` (what exactly failed) to the error when a blocking check fails."""
         key = day if isinstance(day, str) else day.isoformat()
+        if messages:
+            self.messages[key] = list(messages)
         unknown = set(violations) - set(self.failures)
         if unknown:
             raise ValueError(f"{self.key.to_user_string()}: violations for undeclared checks {sorted(unknown)}")
@@ -172,10 +179,12 @@ class DayAudit:
                 discard(staged)
             self._evaluations(sorted({d for days in blocking.values() for d in days}), failed_only=True)
             yield from self._results()
-            what = "; ".join(f"{name} on {', '.join(f'{d} ({n} rows)' for d, n in sorted(days.items()))}" for name, days in blocking.items())
+            what = "; ".join(f"{name} on {', '.join(f'{d} ({n})' for d, n in sorted(days.items()))}" for name, days in blocking.items())
+            said = [f"{d}: {m}" for d in sorted(self.messages) for m in self.messages[d]]
+            detail = ("\n" + "\n".join(said[:20]) + (f"\n... and {len(said) - 20} more" if len(said) > 20 else "")) if said else ""
             raise Failure(
                 description=f"{self.key.to_user_string()}: blocking check(s) failed: {what}. Nothing was published: "
-                "the stored partitions are unchanged and nothing downstream runs.",
+                f"the stored partitions are unchanged and nothing downstream runs.{detail}",
                 metadata={"failing": MetadataValue.json(blocking)},
             )
         yield Output(dict(self.staged), output_name=output_name, data_version=data_version, metadata=dict(metadata or {}))

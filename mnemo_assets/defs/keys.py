@@ -1,26 +1,43 @@
-"""Asset keys and groups, named once."""
+"""Asset keys and groups, named once.
+
+``binance/{market}/{peg}/{market}_{peg}_{name}``: the catalog nests by market and peg, and the
+last component (the only one the lineage graph shows on a node) names market and peg too.
+"""
 
 from dagster import AssetKey
-
 
 #: who answers for the data (shown in the Dagster UI)
 OWNERS = ["team:research"]
 
 
 def trades_key(market: str) -> AssetKey:
-    return AssetKey(["binance", market, "trades"])
+    return AssetKey(["binance", market, f"{market}_trades"])
+
+
+def quality_key(market: str) -> AssetKey:
+    """The data-quality ledger of a market's archive."""
+    return AssetKey(["binance", market, f"{market}_quality"])
+
+
+def _per_peg(market: str, peg: str, name: str) -> AssetKey:
+    return AssetKey(["binance", market, peg.lower(), f"{market}_{peg.lower()}_{name}"])
 
 
 def grid_key(market: str, peg: str, interval: str) -> AssetKey:
-    return AssetKey(["binance", market, peg.lower(), f"grid_{interval}"])
+    return _per_peg(market, peg, f"grid_{interval}")
 
 
 def returns_key(market: str, peg: str, interval: str) -> AssetKey:
-    return AssetKey(["binance", market, peg.lower(), f"returns_{interval}"])
+    return _per_peg(market, peg, f"returns_{interval}")
 
 
 def metadata_key(market: str, peg: str, interval: str) -> AssetKey:
-    return AssetKey(["binance", market, peg.lower(), f"metadata_{interval}"])
+    return _per_peg(market, peg, f"metadata_{interval}")
+
+
+def partials_key(market: str, peg: str, interval: str, source: str) -> AssetKey:
+    """Per-hour moments of the grid (``index``) or of the returns (``returns``) for the metadata."""
+    return _per_peg(market, peg, f"{source}_partials_{interval}")
 
 
 def group(market: str) -> str:

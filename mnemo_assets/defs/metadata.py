@@ -12,7 +12,6 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     DailyPartitionsDefinition,
     TimeWindowPartitionMapping,
     asset,
@@ -20,7 +19,7 @@ from dagster import (
 
 from mnemo_assets.defs.automation import when_inputs_ready
 from mnemo_assets.defs.checks import DayAudit, check_specs, grouped
-from mnemo_assets.defs.keys import OWNERS, grid_key, group, metadata_key, returns_key
+from mnemo_assets.defs.keys import OWNERS, grid_key, group, metadata_key, partials_key, returns_key
 from mnemo_assets.defs.lineage import metadata_lineage, with_quantiles
 from mnemo_assets.defs.partitions import backfill_policy
 from mnemo_assets.defs.resources import StoreResource
@@ -43,10 +42,6 @@ METADATA_CHECKS = {"invariants": "; ".join(METADATA_INVARIANTS.values())}
 def _days_back(window: timedelta) -> int:
     """Days before D that windows ending in D reach: ceil(W / 1 day)."""
     return -(-to_micros(window) // 86_400_000_000)
-
-
-def partials_key(market: str, peg: str, interval: str, source: str) -> AssetKey:
-    return AssetKey([*metadata_key(market, peg, interval).path[:-1], f"metadata_{interval}_{source}_partials"])
 
 
 def metadata_violations(frame: pl.DataFrame, spec: MetadataSpec) -> dict[str, int]:

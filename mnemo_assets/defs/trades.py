@@ -1,34 +1,49 @@
-"""Trades: one daily-partitioned asset per market holding every configured peg.
+"""Trades and their data-quality ledger: one daily-partitioned pair of assets per market.
 
-Pairs are fetched (checksums verified), parsed one file at a time and staged in
-``(symbol, peg_symbol, time, trade_id)`` order, one row group per pair (symbol-clustered, so
-readers prune by symbol and a grid streams per symbol). The staged day is audited before it
-replaces the stored one.
+For each day, every configured pair is classified (present, missing, not listed yet, delisted;
+pairs stored for the day before count as expected), each present pair's file is fetched
+(checksum verified), read and judged alone (bounded memory) by
+:func:`~mnemo_assets.binance.quality.read_pair_day`. Clean trades are staged in
+``(symbol, peg_symbol, time, trade_id)`` order, one row group per pair (symbol-clustered), and
+every pair-day gets a ledger row (``binance/{market}/quality``). If any pair-day is not
+publishable (missing, empty, rejected: ERROR), nothing of the day is published and the run
+fails naming the files; degraded pair-days (WARN) are published with their reasons.
 """
 
+from collections.abc import Iterator
 from datetime import date
 
 import polars as pl
-from dagster import AssetExecutionContext, DailyPartitionsDefinition, DataVersion, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetOut,
+    DailyPartitionsDefinition,
+    DataVersion,
+    Output,
+    multi_asset,
+)
+from upath import UPath
 
+from mnemo_assets.binance.archive import ArchiveError
 from mnemo_assets.binance.parse import TRADES_SCHEMA
-from mnemo_assets.binance.trades import archive_version, fetch_day, read_day
+from mnemo_assets.binance.quality import QUALITY_SCHEMA, error_row, ledger_frame, plan_ledger_rows, read_pair_day
+from mnemo_assets.binance.trades import archive_version, plan_day
 from mnemo_assets.config import MarketSettings
 from mnemo_assets.defs.automation import newest_day_from_archive
-from mnemo_assets.defs.checks import DayAudit, check_specs
-from mnemo_assets.defs.keys import OWNERS, group, trades_key
+from mnemo_assets.defs.checks import Check, DayAudit, check_specs
+from mnemo_assets.defs.keys import OWNERS, group, quality_key, trades_key
 from mnemo_assets.defs.partitions import backfill_policy
 from mnemo_assets.defs.resources import ArchiveResource, StoreResource
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
-from mnemo_assets.storage.layout import trades_dataset
-from mnemo_assets.storage.parquet import Batches
+from mnemo_assets.storage.layout import quality_dataset, trades_dataset
+from mnemo_assets.storage.parquet import Batches, MissingPartitionError, discard, scan_days
 
-TRADES_CODE_VERSION = "2"
+TRADES_CODE_VERSION = "3"
 
 TRADES_DESCRIPTIONS = {
     "symbol": "base asset (BTC; delivery contracts keep their expiry: BTC_250328)",
     "peg_symbol": "quote asset (USDT)",
-    "trade_id": "the exchange's trade id (contiguous per pair)",
+    "trade_id": "the exchange's trade id",
     "price": "trade price",
     "qty": "size in base units (COIN-M: the file's base_qty)",
     "quote_qty": "size in quote units (COIN-M: contracts × contract size, USD)",
@@ -36,50 +51,88 @@ TRADES_DESCRIPTIONS = {
     "is_buyer_maker": "true when the taker sold",
 }
 
-TRADES_CHECKS = {
-    "positive_prices_and_sizes": "price > 0, qty > 0 and quote_qty > 0",
-    "finite_values": "price, qty and quote_qty are finite (no NaN or inf)",
-    "unique_trade_ids": "one row per (pair, trade_id)",
-    "times_in_day": "every trade time lies in the partition's day",
+QUALITY_DESCRIPTIONS = {
+    "status": "ok | degraded (published, see reasons) | missing | empty | rejected (not published)",
+    "reasons": "every quality fact that applies, with file lines and id ranges",
+    "source": "URL or path of the archive file",
+    "previous_sha256": "the file's sha256 before the archive re-published it (null otherwise)",
+    "missing_id_ranges": "trade-id gaps inside the file (first 100)",
+    "out_of_day_rows": "trades outside the file's UTC day",
 }
 
+TRADES_CHECKS = [
+    Check(
+        "archive_files_usable",
+        "every pair expected for the day has a readable archive file with trades, finite and positive values, "
+        "no conflicting duplicate ids and no trade outside the day (else nothing of the day is published)",
+        blocking=True,
+    ),
+    Check(
+        "archive_quality",
+        "no pair-day is degraded (trade-id gaps, dropped identical duplicates, one-sided taker flow, re-published files); "
+        "degraded pair-days are published and listed in the quality ledger",
+        blocking=False,
+    ),
+]
 
-def trades_violations(frame: pl.DataFrame, day: date) -> dict[str, int]:
-    """Rows of one pair's normalised trades breaking :data:`TRADES_CHECKS` (0 = passed)."""
-    values = [pl.col(c) for c in ("price", "qty", "quote_qty")]
-    row = frame.select(
-        pl.any_horizontal(v <= 0 for v in values).sum().alias("positive_prices_and_sizes"),
-        pl.any_horizontal(v.is_nan() | v.is_infinite() for v in values).sum().alias("finite_values"),
-        (pl.len() - pl.struct("symbol", "peg_symbol", "trade_id").n_unique()).alias("unique_trade_ids"),
-        (pl.col("time").dt.date() != day).sum().alias("times_in_day"),
-    ).row(0, named=True)
-    return {k: int(v or 0) for k, v in row.items()}
+
+def _stored_pairs(root: str, market: str, day: date) -> list[tuple[str, str]]:
+    """``(symbol, peg)`` stored for the day before (what a re-run must not silently drop)."""
+    try:
+        frame = scan_days(UPath(root), trades_dataset(market), [day]).select(
+            pl.col("symbol").cast(pl.String), "peg_symbol"
+        ).unique().collect()
+    except MissingPartitionError:
+        return []
+    return [tuple(r) for r in frame.iter_rows()]
 
 
-def build_trades_asset(
+def build_trades_assets(
     market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, days_per_batch: int,
     archive_cron: str = "15 * * * *",
 ):
     pegs = settings.pegs
-    key = trades_key(market)
-    dataset = trades_dataset(market)
+    key, ledger_key = trades_key(market), quality_key(market)
+    dataset, ledger_dataset = trades_dataset(market), quality_dataset(market)
 
-    @asset(
-        key=key,
+    @multi_asset(
+        name=f"binance__{market}__trades",
+        outs={
+            "trades": AssetOut(
+                key=key,
+                is_required=False,
+                io_manager_key="parquet_io_manager",
+                code_version=TRADES_CODE_VERSION,
+                description=(
+                    f"Normalised Binance {market} trades of pegs {', '.join(pegs)} for one UTC day, from the archive's "
+                    "daily zips (checksums verified), symbol-clustered."
+                ),
+                metadata={DATASET_KEY: dataset, "dagster/column_schema": table_schema(TRADES_SCHEMA, TRADES_DESCRIPTIONS)},
+                automation_condition=newest_day_from_archive(archive_cron),
+                owners=OWNERS,
+                group_name=group(market),
+                kinds={"polars", "parquet"},
+            ),
+            "quality": AssetOut(
+                key=ledger_key,
+                is_required=False,
+                io_manager_key="parquet_io_manager",
+                code_version=TRADES_CODE_VERSION,
+                description=(
+                    f"Data-quality ledger of the {market} archive: one row per (pair, day) ingested, with the source "
+                    "file, checksums, id gaps, duplicates, time unit and a status (ok, degraded, missing, empty, rejected)."
+                ),
+                metadata={DATASET_KEY: ledger_dataset, "dagster/column_schema": table_schema(QUALITY_SCHEMA, QUALITY_DESCRIPTIONS)},
+                automation_condition=newest_day_from_archive(archive_cron),
+                owners=OWNERS,
+                group_name=group(market),
+                kinds={"polars", "parquet"},
+            ),
+        },
         partitions_def=partitions_def,
         backfill_policy=backfill_policy(days_per_batch),
-        io_manager_key="parquet_io_manager",
-        group_name=group(market),
-        kinds={"polars", "parquet"},
-        code_version=TRADES_CODE_VERSION,
         pool="archive",
-        automation_condition=newest_day_from_archive(archive_cron),
-        owners=OWNERS,
-        description=(
-            f"Normalised Binance {market} trades of pegs {', '.join(pegs)} for one UTC day, "
-            "parsed from the archive's daily zips (checksums verified)."
-        ),
-        metadata={DATASET_KEY: dataset, "dagster/column_schema": table_schema(TRADES_SCHEMA, TRADES_DESCRIPTIONS)},
+        can_subset=True,
         check_specs=check_specs(key, TRADES_CHECKS, partitions_def),
     )
     def _trades(context: AssetExecutionContext, archive: ArchiveResource, store: StoreResource):
@@ -87,39 +140,63 @@ def build_trades_asset(
         days = [date.fromisoformat(k) for k in context.partition_keys]
         context.log.info(f"{market} trades for {days[0]}..{days[-1]} from {source.describe()}")
         audit = DayAudit(context, key, dataset, store.base_dir, TRADES_CHECKS, TRADES_SCHEMA)
-        all_files = []
-        day_versions: dict[str, str] = {}
+        ledger = DayAudit(context, ledger_key, ledger_dataset, store.base_dir, [], QUALITY_SCHEMA)
+        all_files, day_versions = [], {}
         for day in days:
-            files = sorted(fetch_day(source, market, pegs, day, settings.contracts), key=lambda f: f.pair)
+            rows: list[dict] = []
+            problems: list[str] = []
+            plan = plan_day(source, market, pegs, day, settings.contracts, expected_pairs=_stored_pairs(store.base_dir, market, day))
+            rows += plan_ledger_rows(plan)
+            problems += [f"{r['pair']}: {r['reasons'][0]}" for r in rows]
+            files = []
+            for item in sorted(plan.present, key=lambda p: (p.symbol, p.peg)):
+                try:
+                    files.append(source.fetch(market, item.pair, day))
+                except ArchiveError as exc:
+                    rows.append(error_row(market, item.pair, day, exc, pegs, source.describe()))
+                    problems.append(f"{item.pair}: {exc}")
             all_files += files
             day_versions[day.isoformat()] = archive_version(files)
-            totals = dict.fromkeys(TRADES_CHECKS, 0)
 
-            def batches(files=files, day=day, totals=totals):
-                frames = {f.pair: f for f in files}
-                for frame in read_day(frames.values(), pegs):
-                    frame = frame.sort("time", "trade_id")
-                    for name, count in trades_violations(frame, day).items():
-                        totals[name] += count
-                    yield frame
+            def batches(files=files, rows=rows, problems=problems) -> Iterator[pl.DataFrame]:
+                for archive_file in files:  # symbol-clustered: pairs in (symbol, peg) order
+                    pair_day = read_pair_day(archive_file, pegs)
+                    rows.append(pair_day.row)
+                    if pair_day.publishable:
+                        yield pair_day.trades
+                    else:
+                        problems.append(f"{archive_file.path}: {pair_day.status}: {'; '.join(pair_day.blocking) or pair_day.error}")
 
-            # symbol-clustered: pairs in (symbol, peg) order
-            files.sort(key=lambda f: _symbol_order(f.pair, market, pegs))
             audit.stage(day, Batches(TRADES_SCHEMA, batches()))
-            audit.record(day, totals, {"archive_files": len(files)})
+            frame = ledger_frame(rows)
+            ledger.stage(day, frame)
+            degraded = frame.filter(pl.col("status") == "degraded")
+            audit.record(
+                day,
+                {"archive_files_usable": len(problems), "archive_quality": degraded.height},
+                {
+                    "pairs": frame.height,
+                    "by_status": dict(frame.group_by("status").len().iter_rows()),
+                    "problems": problems[:20],
+                    "degraded": [f"{r['pair']}: {'; '.join(r['reasons'])}" for r in degraded.head(20).iter_rows(named=True)],
+                },
+                messages=problems,
+            )
+        if audit.blocking_failures:  # the ledger describes what is stored: neither is published
+            for staged in ledger.staged.values():
+                discard(staged)
         # the archive files' checksums are the data version: unchanged input, unchanged version
         yield from audit.outcome(
+            output_name="trades",
             data_version=DataVersion(archive_version(all_files)),
             day_versions=day_versions,
             code_version=TRADES_CODE_VERSION,
             metadata={"source": source.describe(), "pegs": ", ".join(pegs), "archive_files": len(all_files)},
         )
+        if ledger_key in context.selected_asset_keys:
+            yield Output(dict(ledger.staged), output_name="quality")
+        else:
+            for staged in ledger.staged.values():
+                discard(staged)
 
     return _trades
-
-
-def _symbol_order(pair: str, market: str, pegs) -> tuple[str, str]:
-    from mnemo_assets.binance.parse import split_pair
-
-    split = split_pair(pair, market, pegs)
-    return (split[0], split[1]) if split else (pair, "")

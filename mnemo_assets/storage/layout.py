@@ -3,6 +3,7 @@
 ::
 
     {root}/binance/trades/{market}/date=YYYY-MM-DD/part-0.parquet
+    {root}/binance/quality/{market}/date=YYYY-MM-DD/part-0.parquet
     {root}/binance/grids/{market}/last_trade/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
     {root}/binance/returns/{market}/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
     {root}/binance/metadata/{market}/{interval}/peg_symbol={PEG}/date=YYYY-MM-DD/part-0.parquet
@@ -26,6 +27,11 @@ STAGING_DIR = ".staging"
 def trades_dataset(market: str) -> str:
     """``binance/trades/{market}``"""
     return f"binance/trades/{check_market(market)}"
+
+
+def quality_dataset(market: str) -> str:
+    """``binance/quality/{market}``: the data-quality ledger (one row per pair and day)."""
+    return f"binance/quality/{check_market(market)}"
 
 
 def grid_dataset(market: str, interval: str, peg: str) -> str:

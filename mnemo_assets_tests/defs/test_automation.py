@@ -11,10 +11,13 @@ from mnemo_assets.definitions import build_definitions
 from mnemo_assets_tests.defs.conftest import small_settings
 
 P = ["binance", "spot", "usdt"]
-TRADES = AssetKey(["binance", "spot", "trades"])
-GRID5, GRID10 = AssetKey(P + ["grid_5s"]), AssetKey(P + ["grid_10m"])
-RET = AssetKey(P + ["returns_10m"])
-IPART, RPART, META = AssetKey(P + ["metadata_1h_index_partials"]), AssetKey(P + ["metadata_1h_returns_partials"]), AssetKey(P + ["metadata_1h"])
+TRADES = AssetKey(["binance", "spot", "spot_trades"])
+QUALITY = AssetKey(["binance", "spot", "spot_quality"])
+GRID5, GRID10 = AssetKey(P + ["spot_usdt_grid_5s"]), AssetKey(P + ["spot_usdt_grid_10m"])
+RET = AssetKey(P + ["spot_usdt_returns_10m"])
+IPART, RPART, META = (
+    AssetKey(P + ["spot_usdt_index_partials_1h"]), AssetKey(P + ["spot_usdt_returns_partials_1h"]), AssetKey(P + ["spot_usdt_metadata_1h"])
+)
 FIRST = date(2025, 1, 1)
 
 
@@ -58,7 +61,7 @@ def world(data_root):
     instance = DagsterInstance.ephemeral()
     # history: everything up to 2025-01-08 except what needs 2025-01-09
     upto = date(2025, 1, 8)
-    for key in (TRADES, GRID5, GRID10, IPART):
+    for key in (TRADES, QUALITY, GRID5, GRID10, IPART):
         done(instance, defs, key, *days(FIRST, upto))
     for key in (RET, RPART, META):
         done(instance, defs, key, *days(FIRST, upto - timedelta(days=1)))
@@ -85,12 +88,13 @@ def test_the_newest_day_flows_through_each_asset_as_its_inputs_arrive(world):
     assert clock.at(datetime(2025, 1, 10, 0, 5)) == {}
     # 00:15 tick: the newest day's trades, and everything that can follow once they exist —
     # but never returns or metadata of 2025-01-09 (they need 2025-01-10)
-    assert clock.at(datetime(2025, 1, 10, 0, 20)) == {u(TRADES): {"2025-01-09"}, **chain("2025-01-09", "2025-01-08")}
+    assert clock.at(datetime(2025, 1, 10, 0, 20)) == {u(TRADES): {"2025-01-09"}, u(QUALITY): {"2025-01-09"}, **chain("2025-01-09", "2025-01-08")}
     # nothing landed (not published yet): nothing between ticks, everything again at the next tick
     assert clock.at(datetime(2025, 1, 10, 0, 50)) == {}
-    assert clock.at(datetime(2025, 1, 10, 1, 20)) == {u(TRADES): {"2025-01-09"}, **chain("2025-01-09", "2025-01-08")}
+    assert clock.at(datetime(2025, 1, 10, 1, 20)) == {u(TRADES): {"2025-01-09"}, u(QUALITY): {"2025-01-09"}, **chain("2025-01-09", "2025-01-08")}
     # the trades landed (a run that stopped after them): the rest follows without waiting for a tick
     done(instance, defs, TRADES, date(2025, 1, 9))
+    done(instance, defs, QUALITY, date(2025, 1, 9))
     assert clock.at(datetime(2025, 1, 10, 1, 25)) == chain("2025-01-09", "2025-01-08")
     done(instance, defs, GRID5, date(2025, 1, 9))
     done(instance, defs, GRID10, date(2025, 1, 9))
@@ -102,14 +106,14 @@ def test_the_newest_day_flows_through_each_asset_as_its_inputs_arrive(world):
     done(instance, defs, META, date(2025, 1, 8))
     # all current: nothing until tomorrow's archive tick, which brings 2025-01-10 and the rest of 2025-01-09
     assert clock.at(datetime(2025, 1, 10, 12, 0)) == {}
-    assert clock.at(datetime(2025, 1, 11, 0, 20)) == {u(TRADES): {"2025-01-10"}, **chain("2025-01-10", "2025-01-09")}
+    assert clock.at(datetime(2025, 1, 11, 0, 20)) == {u(TRADES): {"2025-01-10"}, u(QUALITY): {"2025-01-10"}, **chain("2025-01-10", "2025-01-09")}
 
 
 def test_metadata_waits_for_every_day_of_its_window(world):
     defs, instance = world
     # wipe one returns-partials day inside the 30-day window of 2025-01-08 by starting a fresh instance
     fresh = DagsterInstance.ephemeral()
-    for key in (TRADES, GRID5, GRID10, IPART):
+    for key in (TRADES, QUALITY, GRID5, GRID10, IPART):
         done(fresh, defs, key, *days(FIRST, date(2025, 1, 9)))
     done(fresh, defs, RET, *days(FIRST, date(2025, 1, 8)))
     done(fresh, defs, RPART, *[d for d in days(FIRST, date(2025, 1, 8)) if d != date(2025, 1, 3)])

@@ -15,13 +15,13 @@ def keys(d) -> set[str]:
 
 def test_default_definitions_load_with_expected_assets():
     got = keys(defs)
-    expected = {"binance/spot/trades", "binance/um/trades", "binance/cm/trades"}
+    expected = {"binance/spot/spot_trades", "binance/um/um_trades", "binance/cm/cm_trades"}
     for market, pegs in {"spot": ["usdt", "usdc"], "um": ["usdt", "usdc"], "cm": ["usd"]}.items():
         for peg in pegs:
-            expected |= {f"binance/{market}/{peg}/grid_5s", f"binance/{market}/{peg}/grid_10m"}
+            expected |= {f"binance/{market}/{peg}/{market}_{peg}_grid_5s", f"binance/{market}/{peg}/{market}_{peg}_grid_10m"}
     assert expected <= got
     graph = defs.resolve_asset_graph()
-    assert graph.get(AssetKey(["binance", "spot", "usdt", "grid_5s"])).parent_keys == {AssetKey(["binance", "spot", "trades"])}
+    assert graph.get(AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_5s"])).parent_keys == {AssetKey(["binance", "spot", "spot_trades"])}
     assert defs.resolve_job_def("__ASSET_JOB") is not None
 
 
@@ -29,7 +29,7 @@ def test_adding_a_peg_or_an_interval_is_one_line(tmp_path):
     base = Settings(data_root=str(tmp_path), markets={"spot": MarketSettings(pegs=("USDT",))})
     more = base.model_copy(update={"markets": {"spot": MarketSettings(pegs=("USDT", "FDUSD"))}, "grids": GridSettings(intervals=("5s", "10m", "1m"))})
     added = keys(build_definitions(more)) - keys(build_definitions(base))
-    assert {"binance/spot/fdusd/grid_5s", "binance/spot/fdusd/grid_1m", "binance/spot/usdt/grid_1m"} <= added
+    assert {"binance/spot/fdusd/spot_fdusd_grid_5s", "binance/spot/fdusd/spot_fdusd_grid_1m", "binance/spot/usdt/spot_usdt_grid_1m"} <= added
 
 
 def test_every_asset_is_daily_partitioned_with_a_code_version_and_dataset():

@@ -7,6 +7,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from mnemo_assets.config import MarketSettings, MetadataSettings
 from mnemo_assets.definitions import build_definitions
+from mnemo_assets.defs.keys import grid_key, metadata_key, partials_key, quality_key, returns_key, trades_key
 from mnemo_assets.metadata import compute_metadata
 from mnemo_assets.storage.layout import grid_dataset, metadata_dataset, returns_dataset
 from mnemo_assets.storage.parquet import existing_days, scan_days
@@ -24,15 +25,27 @@ def settings_for(root, **meta):
     return s.model_copy(update=update)
 
 
+NAMES = {
+    "trades": trades_key("spot"), "quality": quality_key("spot"), "grid_5s": grid_key("spot", "USDT", "5s"),
+    "returns_10m": returns_key("spot", "USDT", "10m"), "metadata_1h": metadata_key("spot", "USDT", "1h"),
+    "metadata_1h_index_partials": partials_key("spot", "USDT", "1h", "index"),
+    "metadata_1h_returns_partials": partials_key("spot", "USDT", "1h", "returns"),
+}
+
+
+def key(name: str) -> AssetKey:
+    return NAMES[name]
+
+
 def mat(settings, keys, lo, hi, instance):
     d = build_definitions(settings)
     tags = {"dagster/asset_partition_range_start": lo, "dagster/asset_partition_range_end": hi}
-    return materialize(list(d.assets), selection=[AssetKey(P[:2] + ["trades"]) if k == "trades" else AssetKey(P + [k]) for k in keys],
+    return materialize(list(d.assets), selection=[key(k) for k in keys],
                        tags=tags, resources=d.resources, instance=instance, raise_on_error=False)
 
 
 def build_chain(settings, instance, last="2024-12-06"):
-    assert mat(settings, ["trades", "grid_5s"], "2024-12-01", last, instance).success
+    assert mat(settings, ["trades", "quality", "grid_5s"], "2024-12-01", last, instance).success
     prev = (date.fromisoformat(last) - timedelta(days=1)).isoformat()
     assert mat(settings, ["returns_10m"], "2024-12-01", prev, instance).success
     assert mat(settings, ["metadata_1h_index_partials", "metadata_1h_returns_partials"], "2024-12-01", prev, instance).success
@@ -66,9 +79,9 @@ def test_metadata_partitions_equal_one_pass_over_all_days(data_root):
 def test_user_spec_from_configuration_with_raw_inputs(data_root):
     settings = settings_for(data_root, spec="mnemo_assets_tests.user_spec:spec")
     d = build_definitions(settings)
-    node = d.resolve_asset_graph().get(AssetKey(P + ["metadata_1h"]))
+    node = d.resolve_asset_graph().get(key("metadata_1h"))
     # non-decomposable aggregations read raw grid and returns windows as well
-    assert {k.path[-1] for k in node.parent_keys} >= {"grid_5s", "returns_10m", "metadata_1h_index_partials"}
+    assert set(node.parent_keys) >= {key("grid_5s"), key("returns_10m"), key("metadata_1h_index_partials")}
     assert node.code_version == settings.metadata.load_spec("1h").version
     instance = DagsterInstance.ephemeral()
     build_chain(settings, instance, last="2024-12-04")
@@ -79,6 +92,6 @@ def test_user_spec_from_configuration_with_raw_inputs(data_root):
 
 
 def test_changing_the_spec_changes_the_code_version(data_root):
-    a = build_definitions(settings_for(data_root)).resolve_asset_graph().get(AssetKey(P + ["metadata_1h"])).code_version
-    b = build_definitions(settings_for(data_root, spec="mnemo_assets_tests.user_spec:spec")).resolve_asset_graph().get(AssetKey(P + ["metadata_1h"])).code_version
+    a = build_definitions(settings_for(data_root)).resolve_asset_graph().get(key("metadata_1h")).code_version
+    b = build_definitions(settings_for(data_root, spec="mnemo_assets_tests.user_spec:spec")).resolve_asset_graph().get(key("metadata_1h")).code_version
     assert a != b

@@ -23,7 +23,7 @@ def run(settings, instance=None, selection=None, **kwargs):
     """Materialize in process; by default trades and grids only (returns need D+1)."""
     d = build_definitions(settings)
     if selection is None:
-        selection = [k for k in d.resolve_asset_graph().get_all_asset_keys() if "trades" in k.path[-1] or "grid" in k.path[-1]]
+        selection = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[-1].endswith(("_trades", "_quality")) or "_grid_" in k.path[-1]]
     return materialize(
         list(d.assets), selection=selection, resources=d.resources, instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=False, **kwargs,
@@ -56,7 +56,7 @@ def test_stored_grid_equals_the_pure_function_of_stored_trades(settings, data_ro
 
 
 def test_trades_partition_holds_the_archive_rows(settings, data_root):
-    assert run(settings, partition_key="2024-12-31", selection=[AssetKey(["binance", "spot", "trades"])]).success
+    assert run(settings, partition_key="2024-12-31", selection=[AssetKey(["binance", "spot", "spot_trades"])]).success
     archive = SyntheticArchive(data_root / "check", seed=11, n_pairs=8, trades_per_day=6000, start=date(2024, 12, 1), end=date(2024, 12, 31))
     day = date(2024, 12, 31)
     expected = pl.concat([archive.normalised_trades("spot", p, day) for p in archive.list_pairs("spot") if day in archive.list_days("spot", p)])
@@ -81,7 +81,7 @@ def _spot_pair(root):
 def test_bad_archive_fails_naming_the_file_and_keeps_the_stored_partition(mirror, data_root, damage):
     root, settings = mirror
     key = "2025-01-01"
-    trades = AssetKey(["binance", "spot", "trades"])
+    trades = AssetKey(["binance", "spot", "spot_trades"])
     assert run(settings, partition_key=key, selection=[trades]).success
     stored = data_root / partition_file(trades_dataset("spot"), key)
     before = stored.read_bytes()
@@ -107,7 +107,7 @@ def test_missing_day_is_a_clear_error(mirror, data_root):
     zip_path = root / archive_key("spot", pair, date(2025, 1, 1))
     zip_path.unlink()
     zip_path.with_name(zip_path.name + ".CHECKSUM").unlink()
-    result = run(settings, partition_key="2025-01-01", selection=[AssetKey(["binance", "spot", "trades"])])
+    result = run(settings, partition_key="2025-01-01", selection=[AssetKey(["binance", "spot", "spot_trades"])])
     assert not result.success
     msg = str(result.failure_data_for_node("binance__spot__trades").error)
     assert "missing" in msg and pair in msg and "2025-01-01" in msg
@@ -115,13 +115,13 @@ def test_missing_day_is_a_clear_error(mirror, data_root):
 
 def test_unpublished_day_is_a_clear_error(mirror):
     _root, settings = mirror
-    result = run(settings, partition_key="2025-01-05", selection=[AssetKey(["binance", "spot", "trades"])])
+    result = run(settings, partition_key="2025-01-05", selection=[AssetKey(["binance", "spot", "spot_trades"])])
     assert not result.success
     assert "no spot trades published for 2025-01-05" in str(result.failure_data_for_node("binance__spot__trades").error)
 
 
-def test_grids_of_an_empty_day_are_empty_partitions(tmp_path, data_root):
-    """A market-day whose pairs all exist but hold no trades stores empty grid partitions."""
+def test_an_empty_archive_file_is_refused_not_published_as_a_day_without_trades(tmp_path, data_root):
+    """A listed pair whose file holds no trades is an error naming the file: never an empty partition."""
     from mnemo_assets_tests.archive_server import write_archive_day
 
     root = tmp_path / "mirror"
@@ -130,9 +130,11 @@ def test_grids_of_an_empty_day_are_empty_partitions(tmp_path, data_root):
     settings = small_settings(data_root, kind="mirror", mirror_dir=str(root)).model_copy(
         update={"markets": {"spot": small_settings(data_root).markets["spot"]}}
     )
-    assert run(settings, partition_key="2025-01-01").success
-    grid = scan_days(data_root, grid_dataset("spot", "5s", "USDT"), [date(2025, 1, 1)]).collect()
-    assert grid.height == 0
+    result = run(settings, partition_key="2025-01-01")
+    assert not result.success
+    error = str(result.failure_data_for_node("binance__spot__trades").error)
+    assert "BTCUSDT-trades-2025-01-01.zip" in error and "empty" in error
+    assert not (data_root / "binance").exists() or not any((data_root / "binance").rglob("*.parquet"))
     shutil.rmtree(root)
 
 
@@ -148,18 +150,18 @@ def test_a_failing_check_fails_the_step_and_blocks_downstream(settings, data_roo
 
     monkeypatch.setattr(grid_defs, "grid_checks", broken)
     d = build_definitions(settings)
-    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] == "spot" and k.path[-1] in ("trades", "grid_5s", "returns_10m")]
+    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] == "spot" and k.path[-1].endswith(("_trades", "_quality", "_usdt_grid_5s", "_usdt_returns_10m"))]
     tags = {"dagster/asset_partition_range_start": "2024-12-01", "dagster/asset_partition_range_end": "2024-12-03"}
     result = materialize(list(d.assets), selection=keys, tags=tags, resources=d.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
     failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
-    assert "binance__spot__usdt__grid_5s" in failed
+    assert "binance__spot__usdt__spot_usdt_grid_5s" in failed
     evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "invariants" and e.partition]
     assert evaluations and not any(e.passed for e in evaluations)
     assert all(e.metadata["details"].value["price_bounds"] == 1 for e in evaluations)
     # blocked, not failed: the returns step never starts
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
-    assert "binance__spot__usdt__returns_10m" not in started
+    assert "binance__spot__usdt__spot_usdt_returns_10m" not in started
     assert not (data_root / "binance/returns").exists()
     # audited before publishing: the failing grid was never visible, nothing was left in staging
     assert not (data_root / grid_dataset("spot", "5s", "USDT")).exists()

@@ -15,9 +15,9 @@ from mnemo_assets.storage.parquet import existing_days, scan_days
 from mnemo_assets_tests.defs.conftest import run_days, small_settings
 from mnemo_assets_tests.oracles import assert_rows_close
 
-RET = AssetKey(["binance", "spot", "usdt", "returns_10m"])
-GRID = AssetKey(["binance", "spot", "usdt", "grid_5s"])
-TRADES = AssetKey(["binance", "spot", "trades"])
+RET = AssetKey(["binance", "spot", "usdt", "spot_usdt_returns_10m"])
+GRID = AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_5s"])
+TRADES = AssetKey(["binance", "spot", "spot_trades"])
 
 
 def spot_only(root):
@@ -61,7 +61,7 @@ def test_missing_next_day_grid_is_a_clear_error(data_root):
     assert mat(settings, [TRADES, GRID], "2024-12-31", "2025-01-01", instance).success
     result = mat(settings, [RET], "2025-01-01", "2025-01-01", instance)
     assert not result.success
-    assert "2025-01-02" in str(result.failure_data_for_node("binance__spot__usdt__returns_10m").error)
+    assert "2025-01-02" in str(result.failure_data_for_node("binance__spot__usdt__spot_usdt_returns_10m").error)
     assert existing_days(data_root, returns_dataset("spot", "10m", "USDT")) == []
 
 
@@ -74,7 +74,7 @@ def test_newest_partition_is_not_computed_without_its_next_day(data_root):
     assert mat(settings, [TRADES, GRID], lo, hi, instance).success
     result = mat(settings, [RET], hi, hi, instance)
     assert not result.success
-    err = str(result.failure_data_for_node("binance__spot__usdt__returns_10m").error)
+    err = str(result.failure_data_for_node("binance__spot__usdt__spot_usdt_returns_10m").error)
     assert "not a partition yet" in err and (yesterday + timedelta(days=1)).isoformat() in err
 
 
@@ -88,7 +88,7 @@ def test_planner_waits_for_windows_and_runs_the_rest(data_root, instance):
     assert existing_days(data_root, returns_dataset("spot", "10m", "USDT")) == days[:3]
     ret = summary.assets[RET.to_user_string()]
     assert (ret.planned, ret.materialized) == (3, 3)
-    assert "binance/spot/usdt/grid_5s of 2024-12-05" in ret.waiting[date(2024, 12, 4)]
+    assert "binance/spot/usdt/spot_usdt_grid_5s of 2024-12-05" in ret.waiting[date(2024, 12, 4)]
     # missing-only: nothing to do the second time
     again = plan(graph, requested_days([TRADES, GRID, RET], days), store_listing(graph, str(data_root)), settings.start_date,
                  missing_only=[TRADES, GRID, RET])

@@ -13,8 +13,8 @@ from mnemo_assets.config import MarketSettings
 from mnemo_assets.definitions import build_definitions
 from mnemo_assets_tests.defs.conftest import run_days, small_settings
 
-TRADES = AssetKey(["binance", "spot", "trades"])
-GRID = AssetKey(["binance", "spot", "usdt", "grid_5s"])
+TRADES = AssetKey(["binance", "spot", "spot_trades"])
+GRID = AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_5s"])
 D1, D2 = date(2024, 12, 2), date(2024, 12, 3)
 
 

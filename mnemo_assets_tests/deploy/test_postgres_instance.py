@@ -55,8 +55,8 @@ def test_materializations_and_check_evaluations_land_in_postgres(home, pg, tmp_p
     settings = load_settings(config, env={})
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    selection = sorted((k for k in graph.get_all_asset_keys() if k.path[-1] in ("trades", "grid_5s", "grid_10m")), key=str)
-    assert len(selection) == 3  # one market (spot), one peg (USDT): trades and two grids
+    selection = sorted((k for k in graph.get_all_asset_keys() if k.path[-1].endswith(("_trades", "_quality", "_grid_5s", "_grid_10m"))), key=str)
+    assert len(selection) == 4  # one market (spot), one peg (USDT): trades, its quality ledger and two grids
 
     # a pool limit for archive downloads, set with Dagster's own CLI on this instance
     out = subprocess.run([str(BIN / "dagster"), "instance", "concurrency", "set", "archive", "1"], capture_output=True, text=True, timeout=300)
@@ -78,11 +78,14 @@ def test_materializations_and_check_evaluations_land_in_postgres(home, pg, tmp_p
             records = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(ck.asset_key, ck.name), limit=50)
             by_partition = {r.partition: r.status for r in records if r.partition is not None}
             assert by_partition == dict.fromkeys(DAYS, AssetCheckExecutionRecordStatus.SUCCEEDED), (ck, by_partition)
-        materializations = len([e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"])
+        events = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+        materializations = len(events)
+        asset_days = {(e.asset_key, e.partition) for e in events}
 
     # and straight from Postgres, with no Dagster in between
     assert pg.count("SELECT count(*) FROM runs WHERE run_id = %s AND status = 'SUCCESS'", (run_id,)) == 1
-    assert materializations == len(selection) * len(DAYS)
+    # every asset-day materialized (the trades twice in a range run: the second carries the day's own data version)
+    assert len(asset_days) == len(selection) * len(DAYS) and materializations == (len(selection) + 1) * len(DAYS)
     assert pg.count("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'", (run_id,)) == materializations
     assert pg.count(
         "SELECT count(*) FROM asset_check_executions WHERE run_id = %s AND execution_status = 'SUCCEEDED' AND partition IS NOT NULL", (run_id,)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 POSTGRES_YAML = REPO / "deploy" / "postgres" / "dagster.yaml"
 ARTIFACTS = REPO / "test-artifacts"
 START, END = "2024-12-01", "2024-12-02"
-KEYS = [AssetKey(["binance", "spot", "trades"]), AssetKey(["binance", "spot", "usdt", "grid_5s"]), AssetKey(["binance", "spot", "usdt", "grid_10m"])]
+KEYS = [AssetKey(["binance", "spot", "spot_trades"]), AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_5s"]), AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_10m"])]
 SENSOR = "mnemo_daily"
 
 
