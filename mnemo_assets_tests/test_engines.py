@@ -25,12 +25,12 @@ def test_compute_skips_stored_days_unless_recompute(engine):
     first = engine.compute(start=date(2024, 12, 1), end=date(2024, 12, 4), progress=False)
     assert first.ok and first.backfill_id
     assert engine.partitions == [date(2024, 12, 1), date(2024, 12, 2), date(2024, 12, 3)]  # 12-04 waits for 12-05
-    assert "waits for" in first.assets["binance/spot/usdt/spot_usdt_metadata_1h"].waiting[date(2024, 12, 4)]
+    assert "waits for" in first.assets["binance/spot/usdt/spot_usdt_meta_1h"].waiting[date(2024, 12, 4)]
     again = engine.compute(start=date(2024, 12, 1), end=date(2024, 12, 4), progress=False)
     assert again.ok and again.backfill_id is None and sum(a.planned for a in again.assets.values()) == 0
     redo = engine.compute(recompute=True, start=date(2024, 12, 1), end=date(2024, 12, 4), progress=False)
     touched = {name.split("/")[-1] for name, a in redo.assets.items() if a.planned}
-    assert touched == {"spot_usdt_metadata_1h", "spot_usdt_index_partials_1h", "spot_usdt_returns_partials_1h"}
+    assert touched == {"spot_usdt_meta_1h", "spot_usdt_ipart_1h", "spot_usdt_rpart_1h"}
     assert all(a.materialized == a.planned for a in redo.assets.values())
     stored = engine[[date(2024, 12, 2)]].collect()
     direct = engine.compute_range(date(2024, 12, 2), date(2024, 12, 3))

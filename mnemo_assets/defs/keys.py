@@ -1,7 +1,11 @@
 """Asset keys and groups, named once.
 
 ``binance/{market}/{peg}/{market}_{peg}_{name}``: the catalog nests by market and peg, and the
-last component (the only one the lineage graph shows on a node) names market and peg too.
+last component (the only one the lineage graph shows on a node) names market and peg too. Names
+stay within 18 characters for the usual pegs, so the zoomed-out graph shows them whole:
+``spot_usdt_grid_5s``, ``spot_usdt_ret_10m`` (returns), ``spot_usdt_meta_1h`` (metadata),
+``spot_usdt_ipart_1h`` / ``spot_usdt_rpart_1h`` (the metadata's per-hour partials of the grid
+and of the returns).
 """
 
 from dagster import AssetKey
@@ -28,16 +32,16 @@ def grid_key(market: str, peg: str, interval: str) -> AssetKey:
 
 
 def returns_key(market: str, peg: str, interval: str) -> AssetKey:
-    return _per_peg(market, peg, f"returns_{interval}")
+    return _per_peg(market, peg, f"ret_{interval}")
 
 
 def metadata_key(market: str, peg: str, interval: str) -> AssetKey:
-    return _per_peg(market, peg, f"metadata_{interval}")
+    return _per_peg(market, peg, f"meta_{interval}")
 
 
 def partials_key(market: str, peg: str, interval: str, source: str) -> AssetKey:
     """Per-hour moments of the grid (``index``) or of the returns (``returns``) for the metadata."""
-    return _per_peg(market, peg, f"{source}_partials_{interval}")
+    return _per_peg(market, peg, f"{source[0]}part_{interval}")
 
 
 def group(market: str) -> str:

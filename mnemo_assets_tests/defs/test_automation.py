@@ -14,9 +14,9 @@ P = ["binance", "spot", "usdt"]
 TRADES = AssetKey(["binance", "spot", "spot_trades"])
 QUALITY = AssetKey(["binance", "spot", "spot_quality"])
 GRID5, GRID10 = AssetKey(P + ["spot_usdt_grid_5s"]), AssetKey(P + ["spot_usdt_grid_10m"])
-RET = AssetKey(P + ["spot_usdt_returns_10m"])
+RET = AssetKey(P + ["spot_usdt_ret_10m"])
 IPART, RPART, META = (
-    AssetKey(P + ["spot_usdt_index_partials_1h"]), AssetKey(P + ["spot_usdt_returns_partials_1h"]), AssetKey(P + ["spot_usdt_metadata_1h"])
+    AssetKey(P + ["spot_usdt_ipart_1h"]), AssetKey(P + ["spot_usdt_rpart_1h"]), AssetKey(P + ["spot_usdt_meta_1h"])
 )
 FIRST = date(2025, 1, 1)
 

@@ -161,7 +161,7 @@ def test_a_failing_check_fails_the_step_and_blocks_downstream(settings, data_roo
     assert all(e.metadata["details"].value["price_bounds"] == 1 for e in evaluations)
     # blocked, not failed: the returns step never starts
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
-    assert "binance__spot__usdt__spot_usdt_returns_10m" not in started
+    assert "binance__spot__usdt__spot_usdt_ret_10m" not in started
     assert not (data_root / "binance/returns").exists()
     # audited before publishing: the failing grid was never visible, nothing was left in staging
     assert not (data_root / grid_dataset("spot", "5s", "USDT")).exists()

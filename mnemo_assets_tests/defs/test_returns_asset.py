@@ -15,7 +15,7 @@ from mnemo_assets.storage.parquet import existing_days, scan_days
 from mnemo_assets_tests.defs.conftest import run_days, small_settings
 from mnemo_assets_tests.oracles import assert_rows_close
 
-RET = AssetKey(["binance", "spot", "usdt", "spot_usdt_returns_10m"])
+RET = AssetKey(["binance", "spot", "usdt", "spot_usdt_ret_10m"])
 GRID = AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_5s"])
 TRADES = AssetKey(["binance", "spot", "spot_trades"])
 
@@ -61,7 +61,7 @@ def test_missing_next_day_grid_is_a_clear_error(data_root):
     assert mat(settings, [TRADES, GRID], "2024-12-31", "2025-01-01", instance).success
     result = mat(settings, [RET], "2025-01-01", "2025-01-01", instance)
     assert not result.success
-    assert "2025-01-02" in str(result.failure_data_for_node("binance__spot__usdt__spot_usdt_returns_10m").error)
+    assert "2025-01-02" in str(result.failure_data_for_node("binance__spot__usdt__spot_usdt_ret_10m").error)
     assert existing_days(data_root, returns_dataset("spot", "10m", "USDT")) == []
 
 
@@ -74,7 +74,7 @@ def test_newest_partition_is_not_computed_without_its_next_day(data_root):
     assert mat(settings, [TRADES, GRID], lo, hi, instance).success
     result = mat(settings, [RET], hi, hi, instance)
     assert not result.success
-    err = str(result.failure_data_for_node("binance__spot__usdt__spot_usdt_returns_10m").error)
+    err = str(result.failure_data_for_node("binance__spot__usdt__spot_usdt_ret_10m").error)
     assert "not a partition yet" in err and (yesterday + timedelta(days=1)).isoformat() in err
 
 
