@@ -27,17 +27,18 @@ from mnemo_assets.defs.lineage import metadata_lineage, with_quantiles
 from mnemo_assets.defs.windows import require_window
 from mnemo_assets.grids import GRID_SCHEMA
 from mnemo_assets.intervals import interval_name, to_micros
-from mnemo_assets.metadata import MetadataSpec, compile_plan, metadata_from_partials, partials
+from mnemo_assets.metadata import (
+    METADATA_CHECKS,
+    MetadataSpec,
+    compile_plan,
+    metadata_from_partials,
+    metadata_schema,
+    metadata_violations,
+    partials,
+)
 from mnemo_assets.returns import RETURNS_SCHEMA
-from mnemo_assets.storage.io_manager import DATASET_KEY
+from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
 from mnemo_assets.storage.layout import metadata_dataset, metadata_partials_dataset
-
-METADATA_CHECKS = {
-    "quantiles_in_unit_interval": "every quantile column lies in (0, 1]",
-    "sample_sizes_bounded": "a count of returns never exceeds window / returns interval",
-    "unique_symbol_grid_time": "one row per (symbol, grid_time)",
-}
-
 
 def _days_back(window: timedelta) -> int:
     """Days before D that windows ending in D reach: ceil(W / 1 day)."""
@@ -48,19 +49,14 @@ def partials_key(market: str, peg: str, interval: str, source: str) -> AssetKey:
     return AssetKey([*metadata_key(market, peg, interval).path[:-1], f"metadata_{interval}_{source}_partials"])
 
 
-def metadata_violations(frame: pl.DataFrame, spec: MetadataSpec) -> dict[str, int]:
-    """Rows breaking the metadata invariants (0 everywhere when valid)."""
-    q_cols = [c for c in frame.columns if c.endswith("_q")]
-    bad_q = frame.select(pl.sum_horizontal([((pl.col(c) <= 0) | (pl.col(c) > 1)).fill_null(False) for c in q_cols]).sum()).item() if q_cols else 0
-    plan = compile_plan(spec.returns)
-    bad_n = 0
-    for out in plan.outputs:
-        root = out.rebuilt.meta.root_names() if out.rebuilt is not None else []
-        if out.rebuilt is not None and out.rebuilt.meta.is_column() and plan.aggs[root[0]][0] == "Count":
-            limit = to_micros(out.window) // to_micros(spec.returns_interval)
-            bad_n += frame.filter(pl.col(out.name) > limit).height
-    dupes = frame.height - frame.select(pl.struct("symbol", "grid_time").n_unique()).item()
-    return {"quantiles_in_unit_interval": int(bad_q or 0), "sample_sizes_bounded": bad_n, "unique_symbol_grid_time": dupes}
+def require_schema(frame: pl.DataFrame, schema: pl.Schema, what: str) -> None:
+    """Every partition of the dataset has exactly ``schema`` (``symbol`` may be any string-like
+    dtype: it is stored as strings), empty or not: a partition that would not read back with
+    the others is never written."""
+    got = [(c, t) for c, t in frame.schema.items() if c != "symbol"]
+    want = [(c, t) for c, t in schema.items() if c != "symbol"]
+    if frame.columns[:1] != ["symbol"] or got != want:
+        raise TypeError(f"{what}: metadata schema {dict(frame.schema)} differs from the spec's {dict(schema)}")
 
 
 def build_metadata_assets(
@@ -92,7 +88,11 @@ def build_metadata_assets(
     @asset(
         key=ikey, ins={"grid": AssetIn(grid_key(market, peg, grid_interval))},
         description=f"Per-hour moments of the {grid_interval} grid's inputs to the index metadata ({interval} buckets of last_trade_time).",
-        metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "index", peg)}, **common,
+        metadata={
+            DATASET_KEY: metadata_partials_dataset(market, interval, "index", peg),
+            "dagster/column_schema": table_schema(partials(pl.LazyFrame(schema=GRID_SCHEMA), iplan, "last_trade_time", spec.interval, True).collect_schema()),
+        },
+        **common,
     )
     def _index_partials(context: AssetExecutionContext, grid: pl.LazyFrame):
         return Output(per_day_partials(context, grid, iplan, "last_trade_time", True))
@@ -100,7 +100,11 @@ def build_metadata_assets(
     @asset(
         key=rkey, ins={"returns": AssetIn(returns_key(market, peg, returns_interval))},
         description=f"Per-hour moments of the {returns_interval} gridded returns' inputs to the returns metadata.",
-        metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "returns", peg)}, **common,
+        metadata={
+            DATASET_KEY: metadata_partials_dataset(market, interval, "returns", peg),
+            "dagster/column_schema": table_schema(partials(pl.LazyFrame(schema=RETURNS_SCHEMA), rplan, "returns_grid_time", spec.interval).collect_schema()),
+        },
+        **common,
     )
     def _returns_partials(context: AssetExecutionContext, returns: pl.LazyFrame):
         return Output(per_day_partials(context, returns, rplan, "returns_grid_time", False))
@@ -115,6 +119,7 @@ def build_metadata_assets(
     if rplan.generic:
         ins["returns"] = AssetIn(returns_key(market, peg, returns_interval), partition_mapping=TimeWindowPartitionMapping(start_offset=-back_r, end_offset=0))
     columns = [*spec.index_columns, *spec.returns_columns]
+    schema = metadata_schema(spec, grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA)
 
     @asset(
         key=key, ins=ins,
@@ -126,6 +131,7 @@ def build_metadata_assets(
         metadata={
             DATASET_KEY: metadata_dataset(market, interval, peg),
             "mnemo/spec_version": version,
+            "dagster/column_schema": table_schema(schema),
             "dagster/column_lineage": with_quantiles(
                 metadata_lineage(spec, grid_key(market, peg, grid_interval), returns_key(market, peg, returns_interval)), columns
             ),
@@ -149,6 +155,7 @@ def build_metadata_assets(
         def per_day():
             for day in days:
                 part = out.filter(pl.col("grid_time").dt.date() == day)
+                require_schema(part, schema, f"{key.to_user_string()} {day}")
                 ledger.record(day.isoformat(), metadata_violations(part, spec))
                 yield day.isoformat(), part
 
