@@ -446,136 +446,97 @@ def _floor(e: pl.Expr, p: int) -> pl.Expr:
     return ((e.cast(pl.Int64) // p) * p).cast(pl.Datetime("us"))
 
 
-def _mean(s: pl.Expr, n: pl.Expr) -> pl.Expr:
-    return s.cast(pl.Float64) / n.cast(pl.Float64)
-
-
-def _chan(a: tuple[pl.Expr, pl.Expr, pl.Expr], b: tuple[pl.Expr, pl.Expr, pl.Expr]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """(n, s, m2) of the union of two disjoint sets (Chan et al.'s parallel merge: every term
-    ≥ 0, so no cancellation)."""
+def _chan(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """(n, s, m2) of the union of two disjoint sets, merged with Chan et al.'s formula
+    ``m2 = m2a + m2b + δ²·na·nb/n`` (every term ≥ 0: no cancellation); n int64, s and m2
+    float64. An empty side leaves the other as it is."""
     (na, sa, ma), (nb, sb, mb) = a, b
-    n = na + nb
-    delta = _mean(sb, nb) - _mean(sa, na)
-    m2 = (
-        pl.when(na == 0).then(mb).when(nb == 0).then(ma)
-        .otherwise(ma + mb + delta.pow(2) * (na.cast(pl.Float64) * nb.cast(pl.Float64) / n.cast(pl.Float64)))
-    )
-    return n, sa + sb, m2
-
-
-def _chan_np(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    """:func:`_chan` on numpy arrays (n as int64, s and m2 as float64)."""
-    (na, sa, ma), (nb, sb, mb) = a, b
-    n = na + nb
     with np.errstate(all="ignore"):
         delta = sb / nb - sa / na
-        m2 = ma + mb + delta * delta * (na.astype(np.float64) * nb / n)
+        m2 = ma + mb + delta * delta * (na.astype(np.float64) * nb / (na + nb))
         s = sa + sb
-    return n, s, np.where(na == 0, mb, np.where(nb == 0, ma, m2))
+    return na + nb, s, np.where(na == 0, mb, np.where(nb == 0, ma, m2))
 
 
-class _Runs:
-    """Runs of consecutive equal ids (a frame's (symbol, block) groups, hours ascending),
-    laid out as a zero-padded (position, run) grid so that a run is folded one row at a time,
-    in its own order, vectorised across runs: every run's arithmetic depends only on its own
-    values and their order (no SIMD reassociation inside a run, no differences)."""
-
-    def __init__(self, starts: np.ndarray, rows: int):
-        lengths = np.diff(np.r_[starts, rows]).astype(np.int64)
-        self.runs, self.longest = len(starts), int(lengths.max()) if rows else 0
-        self.rid = np.repeat(np.arange(self.runs), lengths)
-        pos = np.arange(rows) - np.repeat(starts, lengths)
-        self.cells = {False: pos * self.runs + self.rid, True: (np.repeat(lengths, lengths) - 1 - pos) * self.runs + self.rid}
-        self.last = starts + lengths - 1
-
-    @classmethod
-    def of(cls, frame: pl.DataFrame, p: int) -> tuple[pl.DataFrame, _Runs]:
-        """``frame`` block-major (sorted by block of ``HOUR`` (``p`` µs), symbol, hour; left
-        as it is when it already is, as per-day partials read day after day are), with its
-        ``BLOCK`` column, and its (symbol, block) runs."""
-        t = frame[HOUR].to_physical().to_numpy()
-        sym = frame["symbol"].to_physical().to_numpy()
-        blk = t // p
-        if len(t) > 1:
-            d_blk, d_sym = blk[1:] - blk[:-1], sym[1:].astype(np.int64) - sym[:-1]
-            if not np.all((d_blk > 0) | ((d_blk == 0) & ((d_sym > 0) | ((d_sym == 0) & (t[1:] > t[:-1]))))):
-                order = np.lexsort((t, sym, blk))
-                frame, t, sym, blk = frame[order], t[order], sym[order], blk[order]
-        new = np.r_[True, (blk[1:] != blk[:-1]) | (sym[1:] != sym[:-1])] if len(t) else np.zeros(0, dtype=bool)
-        frame = frame.with_columns(pl.Series(BLOCK, blk * p).cast(pl.Datetime("us")))
-        return frame, cls(np.flatnonzero(new), len(t))
-
-    def grid(self, values: np.ndarray, reverse: bool) -> np.ndarray:
-        g = np.zeros(self.longest * self.runs, dtype=values.dtype)
-        g[self.cells[reverse]] = values
-        return g.reshape(self.longest, self.runs)
-
-    def rows(self, grid: np.ndarray, reverse: bool) -> np.ndarray:
-        return grid.reshape(-1)[self.cells[reverse]]
-
-    def fold_sum(self, values: np.ndarray) -> np.ndarray:
-        """Per run: the sum of its values, added in order."""
-        g = self.grid(values, False)
-        acc = g[0].copy() if self.longest else values[:0]
-        with np.errstate(all="ignore"):  # inf + -inf is NaN, as polars sums it
-            for j in range(1, self.longest):
-                acc += g[j]
-        return acc
-
-    def fold_moments(self, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Per run: (n, s, m2) of its hours merged in order with Chan's formula."""
-        if not self.longest:
-            return n[:0], s[:0], q[:0]
-        grids = [self.grid(v, False) for v in (n, s, q)]
-        state = tuple(g[0] for g in grids)
-        for j in range(1, self.longest):
-            state = _chan_np(state, tuple(g[j] for g in grids))
-        return state
-
-    def running_sum(self, values: np.ndarray, reverse: bool) -> np.ndarray:
-        """Per row: the sum of its run's values up to it (from it on when ``reverse``), added
-        left to right (right to left)."""
-        with np.errstate(all="ignore"):
-            return self.rows(np.add.accumulate(self.grid(values, reverse), axis=0), reverse)
-
-    def running_moments(self, n: np.ndarray, s: np.ndarray, q: np.ndarray, reverse: bool) -> tuple[np.ndarray, ...]:
-        """Per row: (n, s, m2) of its run's hours up to it (from it on when ``reverse``),
-        merged one hour at a time with Chan's formula (each state covers exactly its range,
-        so a non-finite hour reaches only the states that hold it)."""
-        if not self.longest:
-            return n[:0], s[:0], q[:0]
-        grids = [self.grid(v, reverse) for v in (n, s, q)]
-        out = [np.empty_like(g) for g in grids]
-        state = tuple(g[0] for g in grids)
-        for j in range(self.longest):
-            if j:
-                state = _chan_np(state, tuple(g[j] for g in grids))
-            for o, v in zip(out, state, strict=True):
-                o[j] = v
-        return tuple(self.rows(o, reverse) for o in out)
+def _running(grid: np.ndarray, reverse: bool) -> np.ndarray:
+    """Running sums down the position axis of a (position, run) grid, added one position at
+    a time (from the last position when ``reverse``): sequential, never a difference."""
+    with np.errstate(all="ignore"):  # inf + -inf is NaN, as in a polars sum
+        if reverse:
+            return np.add.accumulate(grid[::-1], axis=0)[::-1]
+        return np.add.accumulate(grid, axis=0)
 
 
-def _moments(frame: pl.DataFrame, keys: Sequence[str], sums: Sequence[str], xs: Sequence[int], tag: str = "") -> pl.DataFrame:
-    """Per run of consecutive rows with equal ``keys`` (in order): the sums ``sums`` and, for
-    each input ``i`` in ``xs``, the centred sum of squares ``__x{i}_q`` of the run in two passes
-    (each row's ``q`` plus ``n·(row mean − run mean)²``: every term ≥ 0). Value columns get
-    ``tag`` appended. Used for the whole blocks between the pieces of a window."""
-    run = (pl.struct(*keys) if len(keys) > 1 else pl.col(keys[0])).rle_id().alias("__run")
-    f = frame.with_columns(run).with_columns(pl.col("__run").set_sorted())
-    cols = list(dict.fromkeys([*sums, *[f"__x{i}_{k}" for i in xs for k in ("n", "s")]]))
-    runs = f.group_by("__run", maintain_order=True).agg(*[pl.col(k).first() for k in keys], *[pl.col(c).sum() for c in cols])
-    if xs:
-        at = f["__run"]
-        means = runs.select(_mean(pl.col(f"__x{i}_s"), pl.col(f"__x{i}_n")).gather(at).alias(f"__m{i}") for i in xs)
-        terms = f.hstack(means.get_columns()).select("__run", *[
-            (pl.col(f"__x{i}_q") + pl.when(pl.col(f"__x{i}_n") > 0).then(
-                pl.col(f"__x{i}_n").cast(pl.Float64) * (_mean(pl.col(f"__x{i}_s"), pl.col(f"__x{i}_n")) - pl.col(f"__m{i}")).pow(2)
-            ).otherwise(0.0)).alias(f"__x{i}_q") for i in xs
-        ])
-        m2 = terms.group_by("__run", maintain_order=True).agg(pl.col(f"__x{i}_q").sum() for i in xs)
-        runs = runs.hstack(m2.drop("__run").get_columns())
-        cols += [f"__x{i}_q" for i in xs]
-    return runs.drop("__run").rename({c: f"{c}{tag}" for c in cols})
+def _column_sums(grid: np.ndarray) -> np.ndarray:
+    """Per column of a (position, column) grid: its values added top to bottom, one position
+    at a time (a fixed order, whatever the memory layout)."""
+    acc = grid[0].copy() if grid.shape[0] else np.zeros(grid.shape[1], dtype=grid.dtype)
+    with np.errstate(all="ignore"):
+        for j in range(1, grid.shape[0]):
+            acc += grid[j]
+    return acc
+
+
+def _running_moments(n: np.ndarray, s: np.ndarray, q: np.ndarray, reverse: bool) -> tuple[np.ndarray, ...]:
+    """Running (n, s, m2) down the position axis, one hour merged at a time with
+    :func:`_chan` (each state covers exactly its own hours, so a non-finite hour reaches only
+    the states that hold it)."""
+    out = tuple(np.empty_like(g) for g in (n, s, q))
+    order = range(n.shape[0] - 1, -1, -1) if reverse else range(n.shape[0])
+    state = None
+    for j in order:
+        cell = (n[j], s[j], q[j])
+        state = cell if state is None else _chan(state, cell)
+        for o, v in zip(out, state, strict=True):
+            o[j] = v
+    return out
+
+
+class _Layout:
+    """One side's per-hour partials on a grid per block length ``P``: a column per run (a
+    (symbol, block) with rows), a row per hour offset in the block (``P / Δm`` of them), zeros
+    where an hour has no row. A block's total is its column summed top to bottom."""
+
+    def __init__(self, side: _Side, p: int):
+        self.p, self.length = p, p // side.step
+        hour = side.t // side.step
+        blk = hour // self.length
+        off = hour - blk * self.length
+        key = blk * side.ncat + side.sym
+        step = np.diff(key)
+        # rows are usually block-major already (per-day partials read day after day): then a
+        # (symbol, block)'s hours are contiguous and strictly ascending, hence distinct
+        if not np.all((step > 0) | ((step == 0) & (np.diff(off) > 0))):
+            order = np.lexsort((off, key))
+            key, off = key[order], off[order]
+            step = np.diff(key)
+            if np.any((step == 0) & (np.diff(off) == 0)):
+                raise ValueError("per-hour partials hold the same (symbol, hour) more than once")
+        else:
+            order = None
+        new = np.r_[True, step != 0] if len(key) else np.zeros(0, dtype=bool)
+        self.keys = key[new]
+        self.runs = len(self.keys)
+        cell = off * self.runs + (np.cumsum(new) - 1)
+        self.grids: dict[str, np.ndarray] = {}
+        for c, values in side.values.items():
+            g = np.zeros(self.length * self.runs, dtype=values.dtype)
+            g[cell] = values if order is None else values[order]
+            self.grids[c] = g.reshape(self.length, self.runs)
+        self.totals = {c: _column_sums(self.grids[c]) for c in side.sums}
+        for i in side.xs:  # a block's m2 in two passes: hour q + n·(hour mean − block mean)²
+            n, s, q = (self.grids[f"__x{i}_{k}"] for k in ("n", "s", "q"))
+            with np.errstate(all="ignore"):
+                mean = self.totals[f"__x{i}_s"] / self.totals[f"__x{i}_n"]
+                spread = np.where(n > 0, n * (s / n - mean) ** 2, 0.0) + q
+            self.totals[f"__x{i}_q"] = _column_sums(spread)
+
+    def find(self, blk: np.ndarray, sym: np.ndarray, ncat: int) -> tuple[np.ndarray, np.ndarray]:
+        """(run index, whether the run exists) of (block index, symbol code) pairs."""
+        key = blk * ncat + sym
+        at = np.minimum(np.searchsorted(self.keys, key), max(self.runs - 1, 0))
+        found = (self.runs > 0) & (sym >= 0) & (self.keys[at] == key) if self.runs else np.zeros(len(key), dtype=bool)
+        return at, found
 
 
 class _Side:
@@ -583,17 +544,17 @@ class _Side:
     docstring).
 
     Every window value is the sum of the hours it holds, in a fixed order that depends on
-    ``(G, W)`` only: the suffix of ``G − W``'s block, then the whole blocks between, then the
-    prefix of ``G``'s block before ``G``. Prefixes and suffixes are running sums inside their
-    block (:class:`_Runs`); block totals are a block's last running sum. Variances merge the
-    three pieces' (n, s, m2) with Chan's formula; a prefix's or suffix's (n, s, m2) is merged
-    hour by hour inside its block, the whole blocks' m2 in two passes over block moments.
+    ``(G, W)`` only: the suffix of ``G − W``'s block (its hours from ``G − W`` on, summed from
+    the block's end), then the whole blocks between (their totals, in block order), then the
+    prefix of ``G``'s block (its hours before ``G``, summed from the block's start). Variances
+    merge the three pieces' (n, s, m2) with Chan's formula: a prefix's or suffix's (n, s, m2)
+    merges its hours one at a time, the whole blocks' m2 comes in two passes over block
+    moments. Everything is numpy on a (position, run) grid per block length (:class:`_Layout`).
     """
 
     def __init__(self, parts: pl.DataFrame, plan: Plan, interval: timedelta, probes: pl.DataFrame):
         self.plan = plan
-        self.interval = interval
-        self.probes = probes.select("symbol", "grid_time")
+        self.step = to_micros(interval)
         # only the sums some aggregate reads: rows (len), non-null counts (count, mean, var,
         # std), sums (sum, mean, var, std)
         needed: set[str] = set()
@@ -604,114 +565,119 @@ class _Side:
                 needed.add(f"__x{x}_n")
             if kind in ("sum", "mean", "var", "std"):
                 needed.add(f"__x{x}_s")
-        cols: dict[str, pl.Expr] = {}
-        if ROWS in needed:
-            cols[ROWS] = pl.col(ROWS).cast(pl.Int64)
-        for i in range(len(plan.inputs)):
-            n, s = f"__x{i}_n", f"__x{i}_s"
-            if n in needed:
-                cols[n] = pl.col(n).cast(pl.Int64)
-            if s in needed:
-                cols[s] = pl.col(s).cast(pl.Float64 if parts.schema[s].is_float() else pl.Int64)
-        self.sums = list(cols)
         self.xs = sorted(plan.needs_m2)
-        qs = [pl.col(f"__x{i}_q").cast(pl.Float64) for i in self.xs]
-        self.rows = parts.select("symbol", HOUR, *[e.alias(c) for c, e in cols.items()], *qs)
-        self._per_block: dict[int, dict[str, pl.DataFrame]] = {}
+        self.sums = [c for c in [ROWS, *[f"__x{i}_{k}" for i in range(len(plan.inputs)) for k in ("n", "s")]] if c in needed]
+        self.values: dict[str, np.ndarray] = {}
+        for c in [*self.sums, *[f"__x{i}_q" for i in self.xs]]:
+            column = parts[c] if not parts[c].null_count() else parts[c].fill_null(0)
+            integer = c == ROWS or c.endswith("_n") or (c.endswith("_s") and parts.schema[c].is_integer())
+            self.values[c] = column.to_numpy().astype(np.int64 if integer else np.float64, copy=False)
+        self.sym = parts["symbol"].to_physical().to_numpy().astype(np.int64)
+        symbol = parts.schema["symbol"]
+        self.ncat = max(len(symbol.categories) if isinstance(symbol, pl.Enum) else 0, int(self.sym.max(initial=-1)) + 1)
+        self.t = parts[HOUR].to_physical().to_numpy()
+        self.psym = probes["symbol"].to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+        self.pt = probes["grid_time"].to_physical().to_numpy()
+        self._layouts: dict[int, _Layout] = {}
+        self._prefix: dict[int, dict[str, np.ndarray]] = {}
 
-    def _running(self, rows: pl.DataFrame, p: int, xs: Sequence[int], reverse: bool, tag: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """``rows`` block-major, and row-aligned with it: running sums (``{c}{tag}``) and running
-        (n, s, m2) of ``xs`` (``__x{i}_{n,s,q}{tag}2``) inside each (symbol, block)."""
-        rows, runs = _Runs.of(rows.drop(BLOCK, strict=False), p)
-        out = {f"{c}{tag}": runs.running_sum(rows[c].to_numpy(), reverse) for c in self.sums}
-        for i in xs:
-            n, s, q = (rows[f"__x{i}_{k}"].cast(pl.Int64 if k == "n" else pl.Float64).to_numpy() for k in ("n", "s", "q"))
-            for k, v in zip(("n", "s", "q"), runs.running_moments(n, s, q, reverse), strict=True):
-                out[f"__x{i}_{k}{tag}2"] = v
-        return rows, pl.DataFrame(out, schema={c: pl.Int64 if v.dtype == np.int64 else pl.Float64 for c, v in out.items()})
+    def layout(self, p: int) -> _Layout:
+        if p not in self._layouts:
+            self._layouts[p] = _Layout(self, p)
+        return self._layouts[p]
 
-    def _block(self, p: int) -> dict[str, Any]:
-        """Per block length: the rows (block-major), block totals, and every probe's prefix."""
-        if p not in self._per_block:
-            rows, runs = _Runs.of(self.rows, p)
-            last = pl.Series(runs.last, dtype=pl.Int64)
-            totals = {c: pl.Series(c, runs.fold_sum(rows[c].to_numpy()), dtype=pl.Int64 if rows.schema[c].is_integer() else pl.Float64) for c in self.sums}
-            for i in self.xs:  # m2 of each block in two passes: hour q + n·(hour mean − block mean)²
-                n, s, q = (rows[f"__x{i}_{k}"].cast(pl.Int64 if k == "n" else pl.Float64).to_numpy() for k in ("n", "s", "q"))
-                with np.errstate(all="ignore"):
-                    mean = (runs.fold_sum(s) / runs.fold_sum(n))[runs.rid]
-                    spread = np.where(n > 0, n * (s / n - mean) ** 2, 0.0)
-                totals[f"__x{i}_q"] = pl.Series(f"__x{i}_q", runs.fold_sum(q + spread), dtype=pl.Float64)
-            totals_frame = rows.select("symbol", BLOCK)[last].hstack(list(totals.values()))
-            keys = self.probes.with_columns(_floor(pl.col("grid_time"), p).alias("__bg"))
-            sub = rows.filter(pl.col(BLOCK).is_in(keys["__bg"].unique().implode()))
-            sub, running = self._running(sub, p, self.xs, reverse=False, tag="__pre")
-            prefix = self._lookup(sub, running, keys, "__bg", "grid_time", "__pre", self.xs)
-            self._per_block[p] = {"rows": rows, "totals": totals_frame, "prefix": prefix}
-        return self._per_block[p]
+    def _piece(self, lay: _Layout, blk: np.ndarray, off: np.ndarray, reverse: bool) -> dict[str, np.ndarray]:
+        """Per probe: running values of run (symbol, ``blk``) at hour offset ``off`` —
+        inclusive from the block's end (a suffix, ``reverse``), or up to ``off − 1`` from its
+        start (a prefix: hours before the probe); zeros where there is no such run or hour.
+        Running values are computed only for the runs looked up."""
+        run, found = lay.find(blk, self.psym, self.ncat)
+        if not reverse:
+            off = off - 1
+            found = found & (off >= 0)
+        cols, col = np.unique(run[found], return_inverse=True)
+        if not len(cols):
+            zeros = {c: np.zeros(len(run), dtype=lay.grids[c].dtype) for c in self.sums}
+            return zeros | {f"__x{i}_{k}2": np.zeros(len(run), dtype=lay.grids[f"__x{i}_{k}"].dtype) for i in self.xs for k in ("n", "s", "q")}
+        at = (np.clip(off[found], 0, lay.length - 1), col)
+        out: dict[str, np.ndarray] = {}
+        for c in self.sums:
+            out[c] = np.zeros(len(run), dtype=lay.grids[c].dtype)
+            out[c][found] = _running(lay.grids[c][:, cols], reverse)[at]
+        for i in self.xs:
+            states = _running_moments(*(lay.grids[f"__x{i}_{k}"][:, cols] for k in ("n", "s", "q")), reverse=reverse)
+            for k, g in zip(("n", "s", "q"), states, strict=True):
+                out[f"__x{i}_{k}2"] = np.zeros(len(run), dtype=g.dtype)
+                out[f"__x{i}_{k}2"][found] = g[at]
+        return out
 
-    def _lookup(self, rows: pl.DataFrame, running: pl.DataFrame, keys: pl.DataFrame, block: str, at: str, tag: str, xs: Sequence[int]) -> pl.DataFrame:
-        """Row-aligned with ``keys``: the running values of block ``keys[block]`` at its last
-        hour before ``keys[at]`` (a prefix, tag "__pre") or its first hour from ``keys[at]`` on
-        (a suffix, tag "__suf"); zeros when the block holds no such hour."""
-        prefix = tag == "__pre"
-        values = [f"{c}{tag}" for c in self.sums] + [f"__x{i}_{k}{tag}2" for i in xs for k in ("n", "s", "q")]
-        table = rows.select("symbol", HOUR, pl.col(BLOCK).alias("__b")).hstack(running.select(values).get_columns())
-        found = keys.join_asof(table, left_on=at, right_on=HOUR, by="symbol", strategy="backward" if prefix else "forward",
-                               allow_exact_matches=not prefix, check_sortedness=False)
-        inside = pl.col("__b") == pl.col(block)
-        return found.select(pl.when(inside).then(pl.col(c)).otherwise(0).alias(c) for c in values)
+    def _middle(self, lay: _Layout, ba: np.ndarray, bg: np.ndarray) -> dict[str, np.ndarray]:
+        """Per probe: the totals of the blocks strictly between ``ba`` and ``bg`` (block
+        indices), added in block order; m2 in two passes over the blocks' (n, s, m2)."""
+        if not len(ba) or not lay.runs:
+            return {c: np.zeros(len(ba), dtype=lay.totals[c].dtype) for c in lay.totals}
+        # probes sharing (symbol, ba, bg) share the middle: computed once per triple
+        lo, gap = bg.min(), bg - ba
+        key = (self.psym * (bg.max() - lo + 1) + (bg - lo)) * (gap.max() + 1) + gap
+        _, first, back = np.unique(key, return_index=True, return_inverse=True)
+        sym, start, span = self.psym[first], ba[first], gap[first] - 1
+        j = np.arange(1, int(span.max(initial=0)) + 1)
+        out: dict[str, np.ndarray] = {}
+        if not len(j):
+            return {c: np.zeros(len(ba), dtype=lay.totals[c].dtype) for c in lay.totals}
+        run, found = lay.find((start[:, None] + j).reshape(-1), np.repeat(sym, len(j)), self.ncat)
+        run, ok = run.reshape(-1, len(j)), (found.reshape(-1, len(j)) & (j <= span[:, None]))
+        with np.errstate(all="ignore"):
+            for c in self.sums:
+                out[c] = _column_sums(np.where(ok, lay.totals[c][run], 0).T)
+            for i in self.xs:
+                mean = out[f"__x{i}_s"] / out[f"__x{i}_n"]
+                nb, sb, qb = (lay.totals[f"__x{i}_{k}"][run] for k in ("n", "s", "q"))
+                out[f"__x{i}_q"] = _column_sums(np.where(ok & (nb > 0), qb + nb * (sb / nb - mean[:, None]) ** 2, 0.0).T)
+        return {c: v[back] for c, v in out.items()}
 
     def aggregates(self, window: timedelta, aggs: Sequence[str]) -> pl.DataFrame:
         """Per probe (row-aligned with the probes): the plan's aggregate columns ``aggs`` over
         the hours in ``[G − W, G)``."""
         plan = self.plan
-        p, w = block_length(window, self.interval), to_micros(window)
-        b = self._block(p)
-        a = pl.col("grid_time") - pl.duration(microseconds=w)
-        keys = self.probes.with_columns(_floor(pl.col("grid_time"), p).alias("__bg"), a.alias("__a"), _floor(a, p).alias("__ba"))
-        xs = sorted({plan.aggs[c][1] for c in aggs if plan.aggs[c][0] in ("var", "std")})
-        # suffix: the hours of (G − W)'s block from G − W on (running sums from the block's end)
-        sub = b["rows"].filter(pl.col(BLOCK).is_in(keys["__ba"].unique().implode()))
-        sub, running = self._running(sub, p, xs, reverse=True, tag="__suf")
-        frame = keys.hstack(b["prefix"].get_columns()).hstack(self._lookup(sub, running, keys, "__ba", "__a", "__suf", xs).get_columns())
-        # whole blocks strictly between (G − W)'s block and G's block
-        mid_cols = [*self.sums, *[f"__x{i}_q" for i in self.xs]]
+        p, w = block_length(window, timedelta(microseconds=self.step)), to_micros(window)
+        lay = self.layout(p)
+        g, a = self.pt, self.pt - w
+        bg, ba = g // p, a // p
+        if p not in self._prefix:
+            self._prefix[p] = self._piece(lay, bg, (g % p) // self.step, reverse=False)
+        pre = self._prefix[p]
+        suf = self._piece(lay, ba, (a % p) // self.step, reverse=True)
         if w > p:
-            spans = keys.select("symbol", "__ba", "__bg").unique(maintain_order=True)
-            blocks = (
-                spans.join(b["totals"], on="symbol")
-                .filter((pl.col(BLOCK) > pl.col("__ba")) & (pl.col(BLOCK) < pl.col("__bg")))
-                .sort("symbol", "__ba", "__bg", BLOCK)
-            )
-            mid = _moments(blocks, ["symbol", "__ba", "__bg"], self.sums, self.xs, "__mid")
-            frame = frame.join(mid, on=["symbol", "__ba", "__bg"], how="left", maintain_order="left")
-            frame = frame.with_columns(pl.col(f"{c}__mid").fill_null(0) for c in mid_cols)
-        else:
-            frame = frame.with_columns(pl.lit(0, dtype=self.rows.schema[c]).alias(f"{c}__mid") for c in mid_cols)
-
-        def total(c: str) -> pl.Expr:
-            return (pl.col(f"{c}__suf") + pl.col(f"{c}__mid")) + pl.col(f"{c}__pre")
-
-        out: list[pl.Expr] = []
-        for name in aggs:
-            kind, x, ddof = plan.aggs[name]
-            if kind == "len":
-                out.append(total(ROWS).alias(name))
-                continue
-            n, s = total(f"__x{x}_n"), total(f"__x{x}_s")
-            if kind == "sum":
-                out.append(s.alias(name))
-            elif kind == "count":
-                out.append(n.alias(name))
-            elif kind == "mean":
-                out.append(pl.when(n > 0).then(_mean(s, n)).alias(name))
-            else:
-                piece = lambda tag, x=x: tuple(pl.col(f"__x{x}_{k}{tag}") for k in ("n", "s", "q"))  # noqa: E731
-                nn, _, m2 = _chan(_chan(piece("__suf2"), piece("__mid")), piece("__pre2"))
-                var = pl.when(nn > ddof).then(m2 / (nn - ddof).cast(pl.Float64))
-                out.append((var.sqrt() if kind == "std" else var).alias(name))
-        return frame.select(out)
+            mid = self._middle(lay, ba, bg)
+        else:  # no whole block between
+            mid = {c: np.zeros(len(g), dtype=self.values[c].dtype) for c in [*self.sums, *[f"__x{i}_q" for i in self.xs]]}
+        with np.errstate(all="ignore"):
+            total = {c: (suf[c] + mid[c]) + pre[c] for c in self.sums}
+            out: dict[str, np.ndarray] = {}
+            for name in aggs:
+                kind, x, ddof = plan.aggs[name]
+                if kind == "len":
+                    out[name] = total[ROWS]
+                    continue
+                n, s = total.get(f"__x{x}_n"), total.get(f"__x{x}_s")
+                if kind == "sum":
+                    out[name] = s
+                elif kind == "count":
+                    out[name] = n
+                elif kind == "mean":
+                    out[name] = np.where(n > 0, s / n, np.nan)
+                else:
+                    piece = lambda d, x=x: tuple(d[f"__x{x}_{k}2"] for k in ("n", "s", "q"))  # noqa: E731
+                    middle = tuple(mid[f"__x{x}_{k}"] for k in ("n", "s", "q"))
+                    nn, _, m2 = _chan(_chan(piece(suf), middle), piece(pre))
+                    var = np.where(nn > ddof, m2 / (nn - ddof), np.nan)
+                    out[name] = np.sqrt(var) if kind == "std" else var
+        frame = pl.DataFrame({k: pl.Series(k, v) for k, v in out.items()})
+        # "no value" (an empty mean or variance) is null, as polars gives it; NaN from data stays NaN
+        empty = {name: (total[f"__x{plan.aggs[name][1]}_n"] <= (plan.aggs[name][2] if plan.aggs[name][0] in ("var", "std") else 0))
+                 for name in aggs if plan.aggs[name][0] in ("mean", "var", "std")}
+        return frame.with_columns(pl.when(pl.Series(v)).then(None).otherwise(pl.col(k)).alias(k) for k, v in empty.items())
 
 
 def _generic(raw: pl.LazyFrame, probes: pl.DataFrame, outputs: list[_Output], time_col: str, window: timedelta) -> pl.DataFrame:
