@@ -264,15 +264,21 @@ def _exprs(windows: Mapping[timedelta, Sequence[pl.Expr]]) -> list[pl.Expr]:
 
 
 def _metric_schema(spec: MetadataSpec, grid_schema: pl.Schema, returns_schema: pl.Schema, strict: bool = True) -> pl.Schema:
+    """Output dtypes of the metrics, as polars resolves them over the source schemas (schema
+    resolution only: nothing is evaluated)."""
     out: dict[str, pl.DataType] = {}
     for windows, schema in ((spec.index, grid_schema), (spec.returns, returns_schema)):
-        for e in _exprs(windows):
-            try:
-                out.update(pl.DataFrame(schema=schema).select(e).schema)
-            except pl.exceptions.PolarsError:
-                if strict:
-                    raise
-                out[e.meta.output_name()] = pl.Float64()
+        exprs = _exprs(windows)
+        try:
+            out.update(pl.LazyFrame(schema=schema).select(exprs).collect_schema())
+        except pl.exceptions.PolarsError:
+            if strict:
+                raise
+            for e in exprs:
+                try:
+                    out.update(pl.LazyFrame(schema=schema).select(e).collect_schema())
+                except pl.exceptions.PolarsError:
+                    out[e.meta.output_name()] = pl.Float64()
     return pl.Schema(out)
 
 
@@ -298,7 +304,7 @@ def metadata_schema(
     (UInt32, 'daily_vol_30d_lookback_q')
     """
     metrics = _metric_schema(spec, grid_schema, returns_schema)
-    quantiles = pl.DataFrame(schema=metrics).select(_quantile_exprs(spec)).schema
+    quantiles = pl.LazyFrame(schema=metrics).select(_quantile_exprs(spec)).collect_schema()
     return pl.Schema({"symbol": symbol, "grid_time": pl.Datetime("us"), "last_trade_time": pl.Datetime("us"), **metrics, **quantiles})
 
 
@@ -341,6 +347,20 @@ class Plan:
 
     def input_expr(self, i: int) -> pl.Expr:
         return _render(self.inputs[i])
+
+    @property
+    def sums(self) -> list[str]:
+        """The per-hour sums the aggregates read: rows (len), non-null counts (count, mean,
+        var, std) and sums (sum, mean, var, std) of the inputs."""
+        needed: set[str] = set()
+        for kind, x, _ in self.aggs.values():
+            if kind == "len":
+                needed.add(ROWS)
+            if kind in ("count", "mean", "var", "std"):
+                needed.add(f"__x{x}_n")
+            if kind in ("sum", "mean", "var", "std"):
+                needed.add(f"__x{x}_s")
+        return [c for c in [ROWS, *[f"__x{i}_{k}" for i in range(len(self.inputs)) for k in ("n", "s")]] if c in needed]
 
 
 def compile_plan(windows: Mapping[timedelta, Sequence[pl.Expr]]) -> Plan:
@@ -397,20 +417,25 @@ def _hour(time_col: str, interval: timedelta) -> pl.Expr:
 
 
 def partials(frame: pl.LazyFrame | pl.DataFrame, plan: Plan, time_col: str, interval: timedelta, last_time: bool = False) -> pl.LazyFrame:
-    """Per ``(symbol, hour)``: row count, and per input ``X_i`` its non-null count ``n``, sum
-    ``s`` and, where a variance needs it, centred sum of squares ``q`` (plus the latest
-    ``time_col`` when ``last_time``). Hours are ``time_col`` floored to ``interval``.
+    """Per ``(symbol, hour)``: the row count, and per input ``X_i`` its non-null count ``n``,
+    sum ``s`` and centred sum of squares ``q``, each only where an aggregate needs it
+    (:attr:`Plan.sums`; ``q`` for variances), plus the latest ``time_col`` when ``last_time``.
+    Hours are ``time_col`` floored to ``interval``.
 
     Computed eagerly with polars' in-memory engine (and returned as a ``LazyFrame``): it sums
     each hour's rows as one slice in row order, so the same rows always give the same bits
     (the streaming engine splits a group across morsels and threads, and two runs, or two
     symbols with identical rows, could differ in the last bit)."""
-    aggs = [pl.len().alias(ROWS)]
+    sums = plan.sums
+    aggs = [pl.len().alias(ROWS)] if ROWS in sums else []
     if last_time:
         aggs.append(pl.col(time_col).max().alias(LTT))
     for i in range(len(plan.inputs)):
         x = plan.input_expr(i)
-        aggs += [x.count().alias(f"__x{i}_n"), x.sum().alias(f"__x{i}_s")]
+        if f"__x{i}_n" in sums:
+            aggs.append(x.count().alias(f"__x{i}_n"))
+        if f"__x{i}_s" in sums:
+            aggs.append(x.sum().alias(f"__x{i}_s"))
         if i in plan.needs_m2:
             aggs.append((x.cast(pl.Float64) - x.cast(pl.Float64).mean()).pow(2).sum().alias(f"__x{i}_q"))
     out = frame.lazy().group_by("symbol", _hour(time_col, interval)).agg(aggs).sort("symbol", HOUR)
@@ -514,15 +539,22 @@ class _Layout:
                 raise ValueError("per-hour partials hold the same (symbol, hour) more than once")
         else:
             order = None
-        new = np.r_[True, step != 0] if len(key) else np.zeros(0, dtype=bool)
-        self.keys = key[new]
-        self.runs = len(self.keys)
-        cell = off * self.runs + (np.cumsum(new) - 1)
+        starts = np.flatnonzero(np.r_[True, step != 0]) if len(key) else np.zeros(0, dtype=np.int64)
+        self.keys = key[starts]
+        self.runs = len(starts)
         self.grids: dict[str, np.ndarray] = {}
-        for c, values in side.values.items():
-            g = np.zeros(self.length * self.runs, dtype=values.dtype)
-            g[cell] = values if order is None else values[order]
-            self.grids[c] = g.reshape(self.length, self.runs)
+        if order is None and len(key) == self.runs * self.length:
+            # every (symbol, block) has every hour (gridded returns always do): the rows
+            # already are the grid, transposed
+            for c, values in side.values.items():
+                self.grids[c] = values.reshape(self.runs, self.length).T
+        else:
+            run = np.repeat(np.arange(self.runs), np.diff(np.append(starts, len(key))))
+            cell = off * self.runs + run
+            for c, values in side.values.items():
+                g = np.zeros(self.length * self.runs, dtype=values.dtype)
+                g[cell] = values if order is None else values[order]
+                self.grids[c] = g.reshape(self.length, self.runs)
         self.totals = {c: _column_sums(self.grids[c]) for c in side.sums}
         for i in side.xs:  # a block's m2 in two passes: hour q + n·(hour mean − block mean)²
             n, s, q = (self.grids[f"__x{i}_{k}"] for k in ("n", "s", "q"))
@@ -555,18 +587,8 @@ class _Side:
     def __init__(self, parts: pl.DataFrame, plan: Plan, interval: timedelta, probes: pl.DataFrame):
         self.plan = plan
         self.step = to_micros(interval)
-        # only the sums some aggregate reads: rows (len), non-null counts (count, mean, var,
-        # std), sums (sum, mean, var, std)
-        needed: set[str] = set()
-        for kind, x, _ in plan.aggs.values():
-            if kind == "len":
-                needed.add(ROWS)
-            if kind in ("count", "mean", "var", "std"):
-                needed.add(f"__x{x}_n")
-            if kind in ("sum", "mean", "var", "std"):
-                needed.add(f"__x{x}_s")
         self.xs = sorted(plan.needs_m2)
-        self.sums = [c for c in [ROWS, *[f"__x{i}_{k}" for i in range(len(plan.inputs)) for k in ("n", "s")]] if c in needed]
+        self.sums = plan.sums
         self.values: dict[str, np.ndarray] = {}
         for c in [*self.sums, *[f"__x{i}_q" for i in self.xs]]:
             column = parts[c] if not parts[c].null_count() else parts[c].fill_null(0)
@@ -702,9 +724,11 @@ def evaluate_side(
     side: _Side | None, probes: pl.DataFrame, plan: Plan, source_schema: pl.Schema, raw: pl.LazyFrame | None, time_col: str,
 ) -> pl.DataFrame:
     """Every output of a plan at every probe; windows with no rows get polars' zero-row values."""
-    zero = _zero_row_values(source_schema, plan.outputs)
+    slow_outputs = [o for o in plan.outputs if o.rebuilt is None]
+    zero = _zero_row_values(source_schema, slow_outputs) if slow_outputs else pl.DataFrame()
+    dtypes = pl.LazyFrame(schema=source_schema).select(o.original for o in plan.outputs).collect_schema()
     # aggregate columns in the dtypes polars gives them, so that the arithmetic on top matches
-    agg_dtypes = pl.DataFrame(schema=source_schema).select(_render(n).alias(c) for c, n in plan.agg_nodes.items()).schema
+    agg_dtypes = pl.LazyFrame(schema=source_schema).select(_render(n).alias(c) for c, n in plan.agg_nodes.items()).collect_schema()
     result = probes.select("symbol", "grid_time")
     for window in dict.fromkeys(o.window for o in plan.outputs):
         outputs = [o for o in plan.outputs if o.window == window]
@@ -723,9 +747,9 @@ def evaluate_side(
                 result = result.with_columns(pl.lit(None).alias(o.name) for o in slow)
         # no rows in the window (generic group absent): polars' value on zero rows
         result = result.with_columns(
-            pl.col(o.name).fill_null(zero[o.name][0]).cast(zero.schema[o.name])
+            pl.col(o.name).fill_null(zero[o.name][0]).cast(dtypes[o.name])
             if o.rebuilt is None and zero[o.name][0] is not None
-            else pl.col(o.name).cast(zero.schema[o.name])
+            else pl.col(o.name).cast(dtypes[o.name])
             for o in outputs
         )
     return result.select("symbol", "grid_time", *[o.name for o in plan.outputs])
