@@ -39,14 +39,17 @@ reduced once per hour (:func:`partials`: row count, non-null count, sum and, for
 the centred sum of squares). A window ``[G − W, G)`` is then cut at fixed, epoch-aligned blocks
 of length ``P`` (one day for windows of a day or more): the hours of ``G``'s block before ``G``
 (a prefix), whole blocks in between, and the hours of ``G − W``'s block from ``G − W`` on (a
-suffix). Prefix and suffix sums are running sums inside a block, whole blocks are summed
-directly, and the three are added in that fixed order: every window value is a sum of its own
-hours only (never a difference of running totals), so exact inputs give exact outputs (all-zero
-returns have a volatility of exactly 0, identical symbols get identical values and quantiles),
-a non-finite value reaches only the windows holding it, and the error does not grow with the
-history. Variances merge (count, mean, centred sum of squares) of the pieces with Chan's
-formula, each piece's centred sum computed in two passes. The work per daily partition is
-about the hours read plus a day of prefix/suffix pairs per window, whatever ``W`` is.
+suffix). The suffix is summed from its block's end, the whole blocks' totals in block order,
+the prefix from its block's start, and the three are added in that order (``(suffix + blocks)
++ prefix``): every window value is a sum of its own hours only, in an order fixed by ``(G, W)``
+(never a difference of running totals). So exact inputs give exact outputs (all-zero returns
+have a volatility of exactly 0.0), identical symbols get identical values and quantiles, a
+non-finite value reaches only the windows holding it, the error does not grow with the history,
+and a partition computed alone or in a batch gives the same bits. Variances merge the pieces'
+(count, mean, centred sum of squares) with Chan's formula (a prefix or suffix one hour at a
+time, the whole blocks in two passes over block moments). The work per daily partition is the
+hours read plus, per window, one lookup per grid time and a sum over ``W / P`` block totals per
+symbol and day, whatever the history.
 """
 
 from __future__ import annotations
@@ -93,7 +96,6 @@ __all__ = [
 HOUR = "__hour"
 ROWS = "__rows"
 LTT = "__ltt"
-BLOCK = "__block"
 SPEC_FORMAT = "mnemo-metadata-spec/1"
 _DAY_US = 86_400_000_000
 
@@ -465,10 +467,6 @@ def _block_major(frame: pl.DataFrame, time_col: str, p: int) -> pl.DataFrame:
     if frame.select(key.diff().slice(1).min() > 0).item() is not False:
         return frame
     return frame.sort(t // p, pl.col("symbol").to_physical(), t)
-
-
-def _floor(e: pl.Expr, p: int) -> pl.Expr:
-    return ((e.cast(pl.Int64) // p) * p).cast(pl.Datetime("us"))
 
 
 def _chan(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:

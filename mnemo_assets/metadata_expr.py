@@ -74,12 +74,6 @@ _BINARY: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
     "or": ("|", operator.or_),
 }
 
-# elementwise functions: name -> number of (scalar) arguments
-_FUNCTIONS: dict[str, int] = {
-    "neg": 0, "not": 0, "abs": 0, "sqrt": 0, "exp": 0, "log1p": 0, "sign": 0,
-    "is_null": 0, "is_not_null": 0, "is_nan": 0, "is_not_nan": 0, "is_finite": 0, "is_infinite": 0,
-    "log": 1, "fill_null": 1, "fill_nan": 1, "cast": 1, "clip": 2,
-}
 
 #: dtypes ``cast`` accepts, by the name the description uses
 _DTYPES: dict[str, pl.DataType] = {
