@@ -26,17 +26,21 @@ from mnemo_assets.defs.resources import StoreResource
 from mnemo_assets.defs.windows import require_window
 from mnemo_assets.grids import GRID_SCHEMA
 from mnemo_assets.intervals import interval_name, to_micros
-from mnemo_assets.metadata import MetadataSpec, compile_plan, metadata_from_partials, partials
+from mnemo_assets.metadata import (
+    METADATA_CHECKS,
+    MetadataSpec,
+    compile_plan,
+    metadata_from_partials,
+    metadata_schema,
+    metadata_violations,
+    partials,
+)
 from mnemo_assets.returns import RETURNS_SCHEMA
-from mnemo_assets.storage.io_manager import DATASET_KEY
+from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
 from mnemo_assets.storage.layout import metadata_dataset, metadata_partials_dataset
 
-METADATA_INVARIANTS = {
-    "quantiles_in_unit_interval": "every quantile column lies in (0, 1]",
-    "sample_sizes_bounded": "a count of returns never exceeds window / returns interval",
-    "unique_symbol_grid_time": "one row per (symbol, grid_time)",
-}
-METADATA_CHECKS = {"invariants": "; ".join(METADATA_INVARIANTS.values())}
+#: the metadata's asset check (blocking): every invariant of metadata.METADATA_CHECKS
+METADATA_ASSET_CHECKS = {"invariants": "; ".join(METADATA_CHECKS.values())}
 
 
 def _days_back(window: timedelta) -> int:
@@ -44,19 +48,26 @@ def _days_back(window: timedelta) -> int:
     return -(-to_micros(window) // 86_400_000_000)
 
 
-def metadata_violations(frame: pl.DataFrame, spec: MetadataSpec) -> dict[str, int]:
-    """Rows breaking the metadata invariants (0 everywhere when valid)."""
-    q_cols = [c for c in frame.columns if c.endswith("_q")]
-    bad_q = frame.select(pl.sum_horizontal([((pl.col(c) <= 0) | (pl.col(c) > 1)).fill_null(False) for c in q_cols]).sum()).item() if q_cols else 0
-    plan = compile_plan(spec.returns)
-    bad_n = 0
-    for out in plan.outputs:
-        root = out.rebuilt.meta.root_names() if out.rebuilt is not None else []
-        if out.rebuilt is not None and out.rebuilt.meta.is_column() and plan.aggs[root[0]][0] == "Count":
-            limit = to_micros(out.window) // to_micros(spec.returns_interval)
-            bad_n += frame.filter(pl.col(out.name) > limit).height
-    dupes = frame.height - frame.select(pl.struct("symbol", "grid_time").n_unique()).item()
-    return {"quantiles_in_unit_interval": int(bad_q or 0), "sample_sizes_bounded": bad_n, "unique_symbol_grid_time": dupes}
+
+
+def metadata_descriptions(spec: MetadataSpec) -> dict[str, str]:
+    """SPEC.md's meaning of every metadata column of ``spec`` (shown in the UI's column table)."""
+    out = {
+        "symbol": "base asset",
+        "grid_time": "G = D + kΔm; the row exists when the symbol has a grid row with last_trade_time in [G − W_max, G)",
+        "last_trade_time": "the symbol's latest last_trade_time < G",
+    }
+    for w, exprs in spec.index.items():
+        for e in exprs:
+            out[e.meta.output_name()] = f"over the symbol's grid rows with last_trade_time in [G − {interval_name(w)}, G)"
+    for w, exprs in spec.returns.items():
+        for e in exprs:
+            out[e.meta.output_name()] = (
+                f"over the symbol's gridded returns with returns_grid_time in [G − {interval_name(w)}, G − {interval_name(spec.returns_interval)}]"
+            )
+    for c in spec.quantile_columns:
+        out[f"{c}_q"] = f"rank({c}, average) / count(non-null {c}) across the symbols at the same grid_time; null where {c} is null"
+    return out
 
 
 def build_metadata_assets(
@@ -90,7 +101,11 @@ def build_metadata_assets(
     @asset(
         key=ikey, ins={"grid": AssetIn(grid_key(market, peg, grid_interval))},
         description=f"Per-hour moments of the {grid_interval} grid's inputs to the index metadata ({interval} buckets of last_trade_time).",
-        metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "index", peg)}, **common,
+        metadata={
+            DATASET_KEY: metadata_partials_dataset(market, interval, "index", peg),
+            "dagster/column_schema": table_schema(partials(pl.LazyFrame(schema=GRID_SCHEMA), iplan, "last_trade_time", spec.interval, True).collect_schema()),
+        },
+        **common,
     )
     def _index_partials(context: AssetExecutionContext, grid: pl.LazyFrame):
         return per_day_partials(context, grid, iplan, "last_trade_time", True)
@@ -98,7 +113,11 @@ def build_metadata_assets(
     @asset(
         key=rkey, ins={"returns": AssetIn(returns_key(market, peg, returns_interval))},
         description=f"Per-hour moments of the {returns_interval} gridded returns' inputs to the returns metadata.",
-        metadata={DATASET_KEY: metadata_partials_dataset(market, interval, "returns", peg)}, **common,
+        metadata={
+            DATASET_KEY: metadata_partials_dataset(market, interval, "returns", peg),
+            "dagster/column_schema": table_schema(partials(pl.LazyFrame(schema=RETURNS_SCHEMA), rplan, "returns_grid_time", spec.interval).collect_schema()),
+        },
+        **common,
     )
     def _returns_partials(context: AssetExecutionContext, returns: pl.LazyFrame):
         return per_day_partials(context, returns, rplan, "returns_grid_time", False)
@@ -113,6 +132,7 @@ def build_metadata_assets(
     if rplan.generic:
         ins["returns"] = AssetIn(returns_key(market, peg, returns_interval), partition_mapping=TimeWindowPartitionMapping(start_offset=-back_r, end_offset=0))
     columns = [*spec.index_columns, *spec.returns_columns]
+    schema = metadata_schema(spec, grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA)
 
     @asset(
         key=key, ins=ins,
@@ -124,11 +144,12 @@ def build_metadata_assets(
         metadata={
             DATASET_KEY: metadata_dataset(market, interval, peg),
             "mnemo/spec_version": version,
+            "dagster/column_schema": table_schema(schema, metadata_descriptions(spec)),
             "dagster/column_lineage": with_quantiles(
                 metadata_lineage(spec, grid_key(market, peg, grid_interval), returns_key(market, peg, returns_interval)), columns
             ),
         },
-        check_specs=check_specs(key, METADATA_CHECKS, partitions_def),
+        check_specs=check_specs(key, METADATA_ASSET_CHECKS, partitions_def),
         **common,
     )
     def _metadata(
@@ -145,11 +166,11 @@ def build_metadata_assets(
             grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA, raw_grid=raw.get("grid"), raw_returns=raw.get("returns"),
         )
 
-        audit = DayAudit(context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_CHECKS)
+        audit = DayAudit(context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_ASSET_CHECKS, schema)
         for day in days:
             part = out.filter(pl.col("grid_time").dt.date() == day)
             audit.stage(day, part)
-            audit.record(day, *grouped(metadata_violations(part, spec), {"invariants": list(METADATA_INVARIANTS)}))
+            audit.record(day, *grouped(metadata_violations(part, spec), {"invariants": list(METADATA_CHECKS)}))
         yield from audit.outcome()
 
     return [_index_partials, _returns_partials, _metadata]
