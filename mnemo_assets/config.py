@@ -268,6 +268,8 @@ class AutomationSettings(_Model):
     enabled: bool = True
     #: when to try the newest day of the archive while it is missing
     archive_cron: str = "15 * * * *"
+    #: stored days whose archive checksums are re-checked every hour (re-published days are re-ingested)
+    recheck_days: int = Field(default=3, ge=0)
 
 
 class BackfillSettings(_Model):

@@ -11,7 +11,7 @@ from dagster import Definitions, definitions, in_process_executor
 
 from mnemo_assets.config import Settings, load_settings
 from mnemo_assets.quiet import quiet_dagster
-from mnemo_assets.defs.automation import automation_sensor
+from mnemo_assets.defs.automation import archive_recheck_sensor, automation_sensor
 from mnemo_assets.defs.backfills import backfill_planner_sensor
 from mnemo_assets.defs.grids import build_grid_asset
 from mnemo_assets.defs.partitions import daily_partitions
@@ -49,7 +49,11 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     return Definitions(
         assets=build_assets(settings),
-        sensors=[automation_sensor(settings.automation.enabled), backfill_planner_sensor(settings.data_root, settings.start_date)],
+        sensors=[
+            automation_sensor(settings.automation.enabled),
+            backfill_planner_sensor(settings.data_root, settings.start_date),
+            archive_recheck_sensor(list(settings.markets), settings.data_root, settings.automation.recheck_days, settings.automation.enabled),
+        ],
         # one process per run: steps share the process (no per-step interpreter start)
         executor=in_process_executor,
         resources={

@@ -11,6 +11,7 @@ fails naming the files; degraded pair-days (WARN) are published with their reaso
 """
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 
 import polars as pl
@@ -87,6 +88,15 @@ def _stored_pairs(root: str, market: str, day: date) -> list[tuple[str, str]]:
     return [tuple(r) for r in frame.iter_rows()]
 
 
+def _recorded_checksums(root: str, market: str, day: date) -> dict[str, str]:
+    """``{pair: sha256}`` the quality ledger recorded for the day's stored trades."""
+    try:
+        ledger = scan_days(UPath(root), quality_dataset(market), [day]).filter(pl.col("sha256").is_not_null())
+        return dict(ledger.select("pair", "sha256").collect().iter_rows())
+    except MissingPartitionError:
+        return {}
+
+
 def build_trades_assets(
     market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, days_per_batch: int,
     archive_cron: str = "15 * * * *",
@@ -149,9 +159,15 @@ def build_trades_assets(
             rows += plan_ledger_rows(plan)
             problems += [f"{r['pair']}: {r['reasons'][0]}" for r in rows]
             files = []
+            recorded = _recorded_checksums(store.base_dir, market, day)
             for item in sorted(plan.present, key=lambda p: (p.symbol, p.peg)):
                 try:
-                    files.append(source.fetch(market, item.pair, day))
+                    archive_file = source.fetch(market, item.pair, day)
+                    before = recorded.get(item.pair)
+                    if before is not None and before != archive_file.sha256 and not archive_file.previous_sha256:
+                        # the archive re-published this file since it was ingested: record both checksums
+                        archive_file = replace(archive_file, previous_sha256=before)
+                    files.append(archive_file)
                 except ArchiveError as exc:
                     rows.append(error_row(market, item.pair, day, exc, pegs, source.describe()))
                     problems.append(f"{item.pair}: {exc}")
