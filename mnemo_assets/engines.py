@@ -177,7 +177,9 @@ class MetadataEngine:
         key = metadata_key(self.market, self.peg, self.interval)
         if not graph.has(key):
             raise ValueError(f"{key.to_user_string()} is not in the configured asset graph (check markets, pegs, metadata.intervals)")
-        grid_days = self.backend_dataset.partitions
+        from mnemo_assets.storage.parquet import existing_days
+
+        grid_days = existing_days(self.backend_dataset.root, self.backend_dataset.dataset)
         if not grid_days and start is None:
             raise ValueError(f"{self.backend_dataset} holds no grid days yet; pass start and end")
         start = start or grid_days[0]

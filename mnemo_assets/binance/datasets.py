@@ -139,12 +139,38 @@ class BinanceLastTradesGrid(ParquetDataset):
         **_: Any,
     ):
         from mnemo_assets.grids import GRID_SCHEMA
+        from mnemo_assets.intervals import day_interval
 
         self.peg_symbol = peg_symbol
-        self.grid_interval = interval_name(grid_interval)
+        self.grid_interval = interval_name(day_interval(grid_interval, "grid interval"))
         self.dataset_type = DatasetType.from_market(dataset_type)
         self.parquet_names = parquet_names
         super().__init__(grid_dataset(self.dataset_type.market, self.grid_interval, peg_symbol), root, GRID_SCHEMA)
+
+    @property
+    def partitions(self) -> list[date]:
+        """The stored days, sorted. A grid that is not in the store at all (an unknown peg or
+        interval, a wrong root) is an error naming what is there, never an empty frame."""
+        days = super().partitions
+        if not days and not _exists(self.path):
+            stored = _siblings(self.root, f"binance/grids/{self.dataset_type.market}/last_trade")
+            raise FileNotFoundError(
+                f"no {self.dataset_type.market} grid at {self.grid_interval} for peg {self.peg_symbol} under {self.root} "
+                f"(stored grids: {', '.join(stored) or 'none'}; materialize it first, e.g. `mnemo backfill`)"
+            )
+        return days
+
+    def quality(self, start: date | str | None = None, end: date | str | None = None) -> pl.LazyFrame:
+        """The data-quality ledger rows of this grid's market and peg (one per pair and day):
+        ``status`` (ok, degraded, missing, empty, rejected) and ``reasons``. Grid rows of a
+        ``(symbol, date)`` come from that pair-day; gridded returns of day D use D−1..D+1, and
+        metadata at ``G`` the days their windows reach.
+
+        >>> bad = grid.quality().filter(pl.col("status") != "ok").select("symbol", "date")  # doctest: +SKIP
+        >>> clean = grid.lazyframe().join(bad.with_columns(pl.col("symbol").cast(grid.symbol_enum)), on=["symbol", "date"], how="anti")  # doctest: +SKIP
+        """
+        ledger = BinanceQuality(self.dataset_type, str(self.root)).lazyframe(start, end)
+        return ledger.filter(pl.col("peg_symbol") == self.peg_symbol)
 
 
 class BinanceTrades(ParquetDataset):
@@ -155,6 +181,49 @@ class BinanceTrades(ParquetDataset):
 
         self.dataset_type = DatasetType.from_market(dataset_type)
         super().__init__(trades_dataset(self.dataset_type.market), root, TRADES_SCHEMA)
+
+
+class BinanceQuality(ParquetDataset):
+    """The data-quality ledger of one market: one row per ``(pair, day)`` ingested, with the
+    source file, its checksums (and the previous one when the archive re-published it), row and
+    id facts (duplicates, gaps), and a ``status``: ``ok``, ``degraded`` (published, see
+    ``reasons``), ``missing``, ``empty``, ``rejected`` (not published)."""
+
+    def __init__(self, dataset_type: DatasetType = DatasetType.BinanceSpotTrades, root: str | None = None):
+        from mnemo_assets.binance.quality import QUALITY_SCHEMA
+        from mnemo_assets.storage.layout import quality_dataset
+
+        self.dataset_type = DatasetType.from_market(dataset_type)
+        super().__init__(quality_dataset(self.dataset_type.market), root, QUALITY_SCHEMA)
+
+    def degraded(self, start: date | str | None = None, end: date | str | None = None) -> pl.DataFrame:
+        """``(symbol, peg_symbol, date, status, reasons)`` of every pair-day that is not ``ok``."""
+        return (
+            self.lazyframe(start, end)
+            .filter(pl.col("status") != "ok")
+            .select(pl.col("symbol").cast(pl.String), "peg_symbol", "date", "status", "reasons")
+            .sort("date", "symbol", "peg_symbol")
+            .collect()
+        )
+
+
+def _exists(path: UPath) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # pragma: no cover - unreachable object store
+        return False
+
+
+def _siblings(root: UPath, prefix: str) -> list[str]:
+    """``{interval}/peg_symbol={PEG}`` folders stored below ``prefix`` (for error messages)."""
+    base = root / prefix
+    if not _exists(base):
+        return []
+    out = []
+    for interval in sorted(p.name for p in base.iterdir()):
+        for peg in sorted(p.name for p in (base / interval).iterdir()):
+            out.append(f"{interval} {peg.replace('peg_symbol=', '')}")
+    return out
 
 
 def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterable[str], time_col: str = "last_trade_time") -> pl.DataFrame | None:
