@@ -40,7 +40,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
 from upath import UPath
 
-from mnemo_assets.storage.parquet import Batches, Staged, discard, stage_partition
+from mnemo_assets.storage.parquet import Batches, Staged, cleanup_staging, discard, stage_partition
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class DayAudit:
     def __post_init__(self) -> None:
         self.checks = checks_of(self.checks)
         self.failures = {c.name: {} for c in self.checks}
+        cleanup_staging(self.root)  # what killed writers left behind
 
     def stage(self, day: date | str, data: pl.DataFrame | pl.LazyFrame | Batches) -> Staged:
         """Write one day to staging (not visible to readers)."""

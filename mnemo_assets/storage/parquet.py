@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
 import threading
 import time
@@ -41,6 +42,7 @@ from upath import UPath
 from mnemo_assets.storage.layout import PART_FILE, STAGING_DIR, partition_file
 
 SYMBOLS_KEY = b"mnemo.symbols"
+_HOST = socket.gethostname().replace("-", "_")
 CONTENT_KEY = b"mnemo.content"
 #: what the content hash field holds while the file is hashed (same length as a real hash)
 _BLANK = b"0" * 32
@@ -254,7 +256,8 @@ def stage_partition(
     arrow_schema = pl.DataFrame(schema=target).to_arrow().schema
     staging = local_staging_dir(root)
     os.makedirs(staging, exist_ok=True)
-    tmp = os.path.join(staging, f"{uuid.uuid4().hex}.parquet.tmp")
+    # the writer's host and pid in the name: a later run removes what a killed writer left
+    tmp = os.path.join(staging, f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}.parquet.tmp")
     symbols: set[str] = set()
     rows = 0
     writer = None
@@ -328,8 +331,23 @@ def write_partition(
     return publish(stage_partition(obj, root, dataset, day, schema))
 
 
+def _writer_gone(name: str) -> bool:
+    """Whether the staged file ``name`` was written by a process of this host that is gone."""
+    parts = name.split("-")
+    if len(parts) < 3 or parts[0] != _HOST or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # pragma: no cover - another user's live process
+        return False
+    return False
+
+
 def cleanup_staging(root: UPath | str, max_age_seconds: float = STAGING_MAX_AGE_SECONDS) -> list[str]:
-    """Remove staged files older than ``max_age_seconds`` (left over by killed runs)."""
+    """Remove staged files left over by killed writers: those whose writing process (on this
+    host) is gone, and any older than ``max_age_seconds``."""
     staging = local_staging_dir(UPath(root))
     removed: list[str] = []
     if not os.path.isdir(staging):
@@ -338,7 +356,7 @@ def cleanup_staging(root: UPath | str, max_age_seconds: float = STAGING_MAX_AGE_
     for name in os.listdir(staging):
         path = os.path.join(staging, name)
         try:
-            if now - os.path.getmtime(path) > max_age_seconds:
+            if _writer_gone(name) or now - os.path.getmtime(path) > max_age_seconds:
                 os.unlink(path)
                 removed.append(path)
         except FileNotFoundError:
