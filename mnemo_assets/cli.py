@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 
 def _parse_day(text: str) -> date:
@@ -38,7 +38,7 @@ def _request(args: argparse.Namespace, missing_only: bool, title: str):
         settings = settings.model_copy(update={"backfill": settings.backfill.model_copy(update={"days_per_batch": args.days_per_batch})})
     start = args.start or settings.start_date
     end = args.end or (start + timedelta(days=6))
-    yesterday = date.today() - timedelta(days=1)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
     if end < start:
         raise SystemExit(f"mnemo: --end {end} is before --start {start}")
     if start < settings.start_date:

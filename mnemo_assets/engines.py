@@ -196,6 +196,9 @@ class MetadataEngine:
             settings, Request(keys, days, missing_only, f"MetadataEngine.compute {start}..{end}"),
             progress=progress, echo=echo, instance=instance,
         )
+        if summary is not None and progress:
+            for line in summary.lines():
+                print(f"mnemo: {line}")
         if summary is not None and not summary.ok:
             raise RuntimeError("metadata backfill incomplete:\n" + "\n".join(summary.lines()))
         return summary

@@ -72,6 +72,8 @@ def assert_same_store(got_root: Path, want_root: Path, ignore: tuple[str, ...] =
         if any(part in name for part in ignore):
             continue
         a, b = pl.read_parquet(got[name]), pl.read_parquet(path)
+        if name.startswith("binance/quality/"):  # where the file was read from differs, its facts do not
+            a, b = a.drop("source"), b.drop("source")
         assert_frame_equal(a, b, check_exact=False, rel_tol=1e-12, abs_tol=0.0), name
 
 
@@ -93,7 +95,12 @@ def clean(tmp_path_factory):
     return base / "data"
 
 
-def test_sigkill_at_any_point_leaves_the_store_readable_and_a_rerun_equal_to_a_clean_run(tmp_path, clean):
+def instance_at(home: Path, monkeypatch) -> DagsterInstance:
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the instance's dagster.yaml reads it
+    return DagsterInstance.from_config(str(home))
+
+
+def test_sigkill_at_any_point_leaves_the_store_readable_and_a_rerun_equal_to_a_clean_run(tmp_path, clean, monkeypatch):
     base = tmp_path / "killed"
     env = workspace(base)
     rng = random.Random(7)
@@ -116,7 +123,7 @@ def test_sigkill_at_any_point_leaves_the_store_readable_and_a_rerun_equal_to_a_c
     assert_same_store(base / "data", clean)
     # leftovers are gone: staged files of the killed writers, and their runs marked failed
     assert not any(p.exists() for p in staged)
-    instance = DagsterInstance.from_config(str(base / "home"))
+    instance = instance_at(base / "home", monkeypatch)
     assert instance.get_runs_count(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])) == 0
 
 
@@ -131,7 +138,7 @@ def rewrite_zip(mirror: Path, pair: str, day: date, csv: bytes, compresslevel: i
 
 
 @pytest.mark.slow
-def test_soak_sixty_days_with_injected_faults_end_equal_to_a_clean_run_and_named_in_the_ledger(tmp_path):
+def test_soak_sixty_days_with_injected_faults_end_equal_to_a_clean_run_and_named_in_the_ledger(tmp_path, monkeypatch):
     start, n = date(2024, 12, 1), 60
     days = [start + timedelta(days=k) for k in range(n)]
     end = days[-1]
@@ -173,7 +180,7 @@ def test_soak_sixty_days_with_injected_faults_end_equal_to_a_clean_run_and_named
     assert first.returncode != 0, "blocking faults must fail the run"
     report = first.stdout + first.stderr
     # the runs that failed name every blocking fault (the file and the day)
-    instance = DagsterInstance.from_config(str(base / "home"))
+    instance = instance_at(base / "home", monkeypatch)
     failures = " ".join(
         str(e.dagster_event.event_specific_data.error)
         for r in instance.get_run_records(filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
@@ -194,7 +201,7 @@ def test_soak_sixty_days_with_injected_faults_end_equal_to_a_clean_run_and_named
     for day, pair in republished:
         rewrite_zip(mirror, pair, day, gen.csv_bytes("spot", pair, day), compresslevel=9)
         again = mnemo(base, env, "materialize", "--start", str(day), "--end", str(day),
-                      "--select", "key:binance/spot/spot_trades key:binance/spot/spot_quality")
+                      "--select", "key:binance/spot/spot_trades or key:binance/spot/spot_quality")
         assert again.returncode == 0, again.stdout + again.stderr
     assert_same_store(base / "data", clean_base / "data", ignore=("binance/quality/",))
     # the ledger names every recorded fault
