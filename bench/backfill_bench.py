@@ -122,7 +122,9 @@ def pure(settings, days: list[date]) -> dict[str, float]:
                         write(g, layout.grid_dataset(market, interval, peg), day)
                         return g
                     grids[(interval, day)] = timed("grids", grid)
-            mark_grid = pl.concat([grids[(settings.returns.grid_interval, d)] for d in days], how="vertical_relaxed")
+            mark_grid = pl.concat(
+                [grids[(settings.returns.grid_interval, d)].with_columns(pl.col("symbol").cast(pl.String)) for d in days]
+            )
 
             def returns():
                 out = gridded_returns(mark_grid.lazy(), ret_days[0], ret_days[-1] + timedelta(days=1), settings.returns.intervals[0])
