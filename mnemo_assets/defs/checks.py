@@ -91,6 +91,8 @@ class DayAudit:
     root: str
     checks: Sequence[Check]
     schema: pl.Schema | None = None
+    #: the local folder staged partitions are written to (default: see ``local_staging_dir``)
+    staging_dir: str | None = None
     staged: dict[str, Staged] = field(default_factory=dict)
     failures: dict[str, dict[str, int]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -103,7 +105,7 @@ class DayAudit:
     def stage(self, day: date | str, data: pl.DataFrame | pl.LazyFrame | Batches) -> Staged:
         """Write one day to staging (not visible to readers)."""
         key = day if isinstance(day, str) else day.isoformat()
-        staged = stage_partition(data, UPath(self.root), self.dataset, key, self.schema)
+        staged = stage_partition(data, UPath(self.root), self.dataset, key, self.schema, self.staging_dir)
         self.staged[key] = staged
         return staged
 

@@ -338,7 +338,7 @@ def run_request(
 
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    cleanup_staging(settings.data_root)
+    cleanup_staging(settings.data_root, staging_dir=settings.staging_dir)
     listing = store_listing(graph, settings.data_root)
     if isinstance(request.missing_only, bool):
         missing_only = set(request.keys) if request.missing_only else set()

@@ -145,7 +145,7 @@ def build_metadata_assets(
             grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA, raw_grid=raw.get("grid"), raw_returns=raw.get("returns"),
         )
 
-        audit = DayAudit(context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_CHECKS)
+        audit = DayAudit(context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_CHECKS, staging_dir=store.staging_dir)
         for day in days:
             part = out.filter(pl.col("grid_time").dt.date() == day)
             audit.stage(day, part)
