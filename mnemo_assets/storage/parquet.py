@@ -6,7 +6,8 @@ plain (dictionary-encoded) strings and carry their sorted symbol set in the parq
 alone, and two days with different symbols never fail a read.
 
 **Write, audit, publish.** A partition is first *staged* (:func:`stage_partition`: written to
-``{root}/.staging/`` and fsynced), then audited by the caller (the asset's blocking checks),
+``{root}/.staging/`` on local roots, to a local folder for object stores (see
+:func:`local_staging_dir`), and fsynced), then audited by the caller (the asset's blocking checks),
 and only then *published* (:func:`publish`: one atomic rename, or one PUT on object stores)
 or *discarded* (:func:`discard`). A partition that fails its audit is never visible, a failed
 or killed run leaves the previous partition as it was, and a reader never sees a half-written
@@ -16,11 +17,12 @@ file. :func:`write_partition` stages and publishes in one call.
 ``mnemo.content``: xxh3-128 of the file with the hash field itself blanked). Readers verify
 it (:func:`verify_partition`, once per file version and process), so a flipped byte, a
 truncated or a zero-byte file is a :class:`CorruptPartitionError` naming the dataset, the day
-and the path, never different numbers. On object stores (``s3://`` ...) the full-content hash
-is checked only on request (``verify_partition(..., full=True)``): reading every object twice
-would double the egress, and the store itself checksums objects in transit and at rest. What
-is always checked there is the object's size (non-zero, at least a parquet header and footer,
-the footer length within the size) and its footer (parsed from one ranged GET of the tail).
+and the path, never different numbers. On object stores (``s3://`` ...) reads go through
+local snapshots (:func:`snapshot`: each object version fetched whole with one GET and checked
+against its content hash, then read locally), so the full check costs no extra request there
+either; :func:`verify_partition` alone (footers for the symbol Enum, the checks) fetches only
+the footer (one ranged GET of the tail) and checks the object's size (non-zero, at least a
+parquet header and footer, the footer length within it) unless asked for the full check.
 
 **Listings are never stale.** Every existence check and listing (:func:`list_partitions`,
 :func:`existing_days`, the reads) asks the store itself, each time: a directory listing on
@@ -33,6 +35,7 @@ listing per dataset and no request per file.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -648,6 +651,114 @@ def footer_symbols(
     return {d: info.symbols for d, info in footer_infos(root, dataset, days, verify=verify, listing=listing).items()}
 
 
+# ----------------------------------------------------------------------------- snapshots
+#: cached object versions unused for longer than this may be removed to keep the cache
+#: within its budget (a LazyFrame is expected to be collected within this time)
+SNAPSHOT_MIN_AGE_SECONDS = 3600
+#: the snapshot cache's budget: ``$MNEMO_SNAPSHOT_CACHE_GB`` (default 20)
+_SNAPSHOT_BUDGET_ENV = "MNEMO_SNAPSHOT_CACHE_GB"
+_SNAPSHOTS: dict[tuple[str, Stamp], str] = {}
+_SNAPSHOT_LOCK = threading.Lock()
+
+
+def snapshot_dir() -> str:
+    """Where object versions read from object stores are kept: ``{local cache}/objects``
+    (content-addressed: one file per content hash, shared by processes)."""
+    from mnemo_assets.storage.layout import local_cache_dir
+
+    return os.path.join(local_cache_dir(), "objects")
+
+
+def _file_content_hash(path: str) -> tuple[str | None, str]:
+    """``(stored, computed)`` content hash of a local partition file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        kv = pq.ParquetFile(fh).metadata.metadata or {}
+        stored = kv.get(CONTENT_KEY)
+        if stored is None:
+            return None, ""
+        return stored.decode(), _content_hash(fh, size, stored)
+
+
+def snapshot(root: UPath | str, dataset: str, day: date, info: PartitionInfo, stamp: Stamp) -> str:
+    """A local, verified copy of one version of an object-store partition; its path.
+
+    Polars reads an object with several ranged GETs (footer, then column chunks): an object
+    replaced between them (a re-materialization of that day) makes the read fail. A snapshot
+    is fetched whole and checked against the content hash in its own footer, so a reader gets
+    the old version or the new one, complete, and never a mix. Snapshots are named by content
+    hash below :func:`snapshot_dir`: a version is fetched once per machine, and a day
+    re-materialized with identical bytes is not fetched again."""
+    root = UPath(root)
+    path = root / partition_file(dataset, day)
+    url = str(path)
+    with _SNAPSHOT_LOCK:
+        known = _SNAPSHOTS.get((url, stamp))
+    if known is not None and os.path.exists(known):
+        return known
+    folder = snapshot_dir()
+    os.makedirs(folder, exist_ok=True)
+    name = info.content_hash or hashlib.sha256(f"{url}\0{stamp!r}".encode()).hexdigest()[:32]
+    local = os.path.join(folder, f"{name}.parquet")
+    if not os.path.exists(local):
+        last: Exception | None = None
+        for _attempt in range(3):
+            tmp = os.path.join(folder, f".{uuid.uuid4().hex}.tmp")
+            try:
+                root.fs.get_file(path.path, tmp)
+                stored, computed = _file_content_hash(tmp)
+                if stored is not None and stored != computed:
+                    raise ValueError(f"content hash mismatch (stored {stored}, computed {computed})")
+                if stored is not None and stored != info.content_hash:
+                    # replaced since its footer was read: a newer complete version
+                    local = os.path.join(folder, f"{stored}.parquet")
+                os.replace(tmp, local)
+                last = None
+                break
+            except FileNotFoundError:
+                raise MissingPartitionError(f"{_where(dataset, day, url)}: no partition stored for this day (deleted meanwhile)") from None
+            except (OSError, ValueError, pa.ArrowException) as exc:  # a torn or damaged read: fetch again
+                last = exc
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        if last is not None:
+            raise CorruptPartitionError(f"{_where(dataset, day, url)}: the object read back damaged three times ({last})") from last
+        _trim_snapshots(folder)
+    else:
+        os.utime(local)
+    with _SNAPSHOT_LOCK:
+        _SNAPSHOTS[(url, stamp)] = local
+    return local
+
+
+def _trim_snapshots(folder: str) -> None:
+    """Remove the least recently used snapshots beyond the budget (never one used within
+    :data:`SNAPSHOT_MIN_AGE_SECONDS`)."""
+    try:
+        budget = float(os.environ.get(_SNAPSHOT_BUDGET_ENV, "20")) * 2**30
+    except ValueError:
+        budget = 20 * 2**30
+    entries = []
+    for entry in os.scandir(folder):
+        if entry.name.endswith(".parquet"):
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            entries.append((st.st_mtime, st.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    now = time.time()
+    for mtime, size, path in sorted(entries):
+        if total <= budget or now - mtime < SNAPSHOT_MIN_AGE_SECONDS:
+            break
+        try:
+            os.unlink(path)
+            total -= size
+        except FileNotFoundError:
+            continue
+
+
 def _missing_text(missing: Sequence[date]) -> str:
     shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
     return f"no partition for {len(missing)} day(s): {shown}"
@@ -693,6 +804,7 @@ def scan_days(
     schema: pl.Schema | None = None,
     verify: bool = True,
     listing: Mapping[date, Stamp] | None = None,
+    snapshots: bool = True,
 ) -> pl.LazyFrame:
     """One ``LazyFrame`` over the given days of a dataset, ``symbol`` cast to one ``pl.Enum``.
 
@@ -702,6 +814,12 @@ def scan_days(
     frame of ``schema`` (which must then be given). ``listing`` is a fresh
     :func:`list_partitions` of the dataset when the caller has one (else one is made here):
     one listing per read, and no request per file whose verified footer is cached.
+
+    On object stores each day is read from a verified local snapshot (:func:`snapshot`: one
+    GET per object version, then no request at all): a day re-materialized while it is read
+    gives the old rows or the new ones, never an error or a mix. ``snapshots=False`` lets
+    polars read the objects directly (column projection over the network, but a read that
+    meets a re-materialization of its day may fail).
     """
     root = UPath(root)
     days = sorted(set(days))
@@ -718,11 +836,19 @@ def scan_days(
     if enum is None:
         enum = symbol_enum(info.symbols for info in infos.values())
     paths = [root / partition_file(dataset, d) for d in days]
+    options = None
     if _is_local(root):
         sources = [str(p.path) for p in paths]
+    elif snapshots:
+        if len(days) < 2:
+            sources = [snapshot(root, dataset, d, infos[d], listing[d]) for d in days]
+        else:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                sources = list(pool.map(lambda d: snapshot(root, dataset, d, infos[d], listing[d]), days))
     else:
         sources = [str(p) for p in paths]
-    lf = pl.scan_parquet(sources, hive_partitioning=False, storage_options=polars_storage_options(root))
+        options = polars_storage_options(root)
+    lf = pl.scan_parquet(sources, hive_partitioning=False, storage_options=options)
     if "symbol" in infos[days[0]].columns:
         lf = lf.with_columns(pl.col("symbol").cast(enum))
     return lf
