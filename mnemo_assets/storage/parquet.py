@@ -573,12 +573,8 @@ def verify_partition(
     if size == 0:
         raise CorruptPartitionError(f"{_where(dataset, day, key)}: the partition file is empty (0 bytes)")
     try:
-        if local is not None or full:
+        if local is not None:
             with _open(path) as fh:
-                if local is None:
-                    actual_size = fh.seek(0, io.SEEK_END)
-                    if actual_size != size:
-                        raise ValueError(f"the object holds {actual_size} bytes, its listing said {size}")
                 _footer_span(fh, size)
                 fh.seek(0)
                 meta = pq.ParquetFile(fh).metadata
@@ -592,7 +588,18 @@ def verify_partition(
                             f"computed {actual}): the file was damaged after it was written; re-materialize this day"
                         )
         else:
-            meta = pq.ParquetFile(_object_footer(root.fs, path.path, size)).metadata
+            for attempt in range(4):
+                try:
+                    meta = pq.ParquetFile(_object_footer(root.fs, path.path, size)).metadata
+                    break
+                except (OSError, ValueError, pa.ArrowException):
+                    # replaced since it was listed (another size)? read the new version
+                    fresh = _object_stamp(_fs(root).info(path.path))
+                    if fresh == stamp or attempt == 3:
+                        raise
+                    stamp, size = fresh, int(fresh[0])
+                    if size == 0:
+                        raise CorruptPartitionError(f"{_where(dataset, day, key)}: the partition file is empty (0 bytes)") from None
             kv = meta.metadata or {}
             stored = kv.get(CONTENT_KEY)
     except PartitionError:
@@ -607,6 +614,8 @@ def verify_partition(
             table = pq.read_table(fh, columns=["symbol"]) if "symbol" in meta.schema.names else None
         symbols = tuple(sorted(set(table.column("symbol").drop_null().to_pylist()))) if table is not None else ()
     info = PartitionInfo(key, size, meta.num_rows, symbols, stored.decode() if stored else None, tuple(meta.schema.names))
+    if local is None and full:
+        snapshot(root, dataset, day, info, stamp)  # fetched whole, its content hash checked
     with _VERIFIED_LOCK:
         _VERIFIED[key] = (stamp, info, full)
     return info
@@ -723,7 +732,10 @@ def snapshot(root: UPath | str, dataset: str, day: date, info: PartitionInfo, st
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         if last is not None:
-            raise CorruptPartitionError(f"{_where(dataset, day, url)}: the object read back damaged three times ({last})") from last
+            raise CorruptPartitionError(
+                f"{_where(dataset, day, url)}: every read of the object was damaged ({last}): it was damaged after "
+                "it was written; re-materialize this day"
+            ) from last
         _trim_snapshots(folder)
     else:
         os.utime(local)
