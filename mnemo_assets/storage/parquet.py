@@ -471,6 +471,8 @@ class PartitionInfo:
     symbols: tuple[str, ...]
     content_hash: str | None
     columns: tuple[str, ...] = ()
+    #: the ``(size, version)`` of the file this describes (see :func:`list_partitions`)
+    stamp: Stamp | None = None
 
 
 def _where(dataset: str, day: date | None, path: str) -> str:
@@ -515,27 +517,53 @@ class _Tail(io.RawIOBase):
         return len(chunk)
 
 
-def _object_footer(fs, path: str, size: int) -> _Tail:
-    """The tail of an object holding its whole footer (one ranged GET; a second one for a
-    footer longer than :data:`TAIL_BYTES`), after checking the object's size, its trailing
-    magic and the footer length against the size."""
-    if size < 12:
-        raise ValueError(f"{size} bytes is too short for a parquet file")
-    want = min(size, TAIL_BYTES)
-    tail = fs.cat_file(path, start=size - want, end=size)
-    if len(tail) != want:
-        raise ValueError(f"the object is shorter than the {size} bytes listed (got {len(tail)} of its last {want})")
-    if tail[-4:] != b"PAR1":
-        raise ValueError("no parquet magic at the end of the file")
-    (length,) = struct.unpack("<I", tail[-8:-4])
-    if length + 12 > size:
-        raise ValueError(f"footer length {length} exceeds the file size {size}")
-    if length + 8 > want:
-        want = length + 8
-        tail = fs.cat_file(path, start=size - want, end=size)
-        if len(tail) != want:
-            raise ValueError(f"the object is shorter than the {size} bytes listed")
-    return _Tail(tail, size)
+def _ranged_get(fs, path: str, suffix: int) -> tuple[bytes, int, Stamp]:
+    """The last ``suffix`` bytes of an object, the object's size and its stamp, from one GET
+    (``Range: bytes=-N``): one version whatever is being written meanwhile. On S3 (s3fs) size
+    and ETag come from that response; other filesystems ask for them separately."""
+    if hasattr(fs, "_call_s3") and hasattr(fs, "split_path"):
+        from fsspec.asyn import sync
+
+        bucket, key, _ = fs.split_path(path)
+
+        async def get():
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes=-{suffix}")
+            try:
+                body = await resp["Body"].read()
+            finally:
+                resp["Body"].close()
+            return resp, body
+
+        resp, body = sync(fs.loop, get)
+        total = str(resp.get("ContentRange") or "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else len(body)
+        return body, size, (size, str(resp.get("ETag")) if resp.get("ETag") else None)
+    stamp = _object_stamp(fs.info(path))
+    return fs.cat_file(path, start=-suffix), int(stamp[0]), stamp
+
+
+def _object_tail(fs, path: str) -> tuple[_Tail, Stamp]:
+    """The tail of an object holding its whole footer, and the object's stamp: one GET (two for
+    a footer longer than :data:`TAIL_BYTES`, both of the same version), after checking the
+    size, the trailing magic and the footer length against the size."""
+    for _attempt in range(4):
+        tail, size, stamp = _ranged_get(fs, path, TAIL_BYTES)
+        if size < 12:
+            raise ValueError(f"{size} bytes is too short for a parquet file")
+        if len(tail) != min(size, TAIL_BYTES):
+            raise ValueError(f"the object is shorter than its {size} bytes (got {len(tail)} of its last {min(size, TAIL_BYTES)})")
+        if tail[-4:] != b"PAR1":
+            raise ValueError("no parquet magic at the end of the file")
+        (length,) = struct.unpack("<I", tail[-8:-4])
+        if length + 12 > size:
+            raise ValueError(f"footer length {length} exceeds the file size {size}")
+        if length + 8 <= len(tail):
+            return _Tail(tail, size), stamp
+        tail, size2, stamp2 = _ranged_get(fs, path, length + 8)
+        if stamp2 == stamp:
+            return _Tail(tail, size), stamp
+        # replaced between the two reads: start again
+    raise ValueError("the object kept changing while its footer was read")
 
 
 def verify_partition(
@@ -588,18 +616,14 @@ def verify_partition(
                             f"computed {actual}): the file was damaged after it was written; re-materialize this day"
                         )
         else:
-            for attempt in range(4):
-                try:
-                    meta = pq.ParquetFile(_object_footer(root.fs, path.path, size)).metadata
-                    break
-                except (OSError, ValueError, pa.ArrowException):
-                    # replaced since it was listed (another size)? read the new version
-                    fresh = _object_stamp(_fs(root).info(path.path))
-                    if fresh == stamp or attempt == 3:
-                        raise
-                    stamp, size = fresh, int(fresh[0])
-                    if size == 0:
-                        raise CorruptPartitionError(f"{_where(dataset, day, key)}: the partition file is empty (0 bytes)") from None
+            try:
+                tail, stamp = _object_tail(root.fs, path.path)
+            except ValueError:
+                if int(_object_stamp(_fs(root).info(path.path))[0]) == 0:
+                    raise CorruptPartitionError(f"{_where(dataset, day, key)}: the partition file is empty (0 bytes)") from None
+                raise
+            size = int(stamp[0])
+            meta = pq.ParquetFile(tail).metadata
             kv = meta.metadata or {}
             stored = kv.get(CONTENT_KEY)
     except PartitionError:
@@ -613,9 +637,11 @@ def verify_partition(
         with _open(path) as fh:
             table = pq.read_table(fh, columns=["symbol"]) if "symbol" in meta.schema.names else None
         symbols = tuple(sorted(set(table.column("symbol").drop_null().to_pylist()))) if table is not None else ()
-    info = PartitionInfo(key, size, meta.num_rows, symbols, stored.decode() if stored else None, tuple(meta.schema.names))
+    info = PartitionInfo(key, size, meta.num_rows, symbols, stored.decode() if stored else None, tuple(meta.schema.names), stamp)
     if local is None and full:
-        snapshot(root, dataset, day, info, stamp)  # fetched whole, its content hash checked
+        got = snapshot(root, dataset, day, info)[1]  # fetched whole, its content hash checked
+        if got is not info:  # replaced meanwhile: the newer version, not cached under this stamp
+            return got
     with _VERIFIED_LOCK:
         _VERIFIED[key] = (stamp, info, full)
     return info
@@ -689,27 +715,47 @@ def _file_content_hash(path: str) -> tuple[str | None, str]:
         return stored.decode(), _content_hash(fh, size, stored)
 
 
-def snapshot(root: UPath | str, dataset: str, day: date, info: PartitionInfo, stamp: Stamp) -> str:
-    """A local, verified copy of one version of an object-store partition; its path.
+def _local_info(path: str, url: str) -> PartitionInfo:
+    """What the footer of a local copy of a partition says."""
+    meta = pq.ParquetFile(path).metadata
+    kv = meta.metadata or {}
+    stored = kv.get(CONTENT_KEY)
+    if SYMBOLS_KEY in kv:
+        symbols = tuple(json.loads(kv[SYMBOLS_KEY]))
+    elif "symbol" in meta.schema.names:
+        symbols = tuple(sorted(set(pq.read_table(path, columns=["symbol"]).column("symbol").drop_null().to_pylist())))
+    else:
+        symbols = ()
+    return PartitionInfo(url, os.path.getsize(path), meta.num_rows, symbols, stored.decode() if stored else None, tuple(meta.schema.names))
+
+
+def snapshot(root: UPath | str, dataset: str, day: date, info: PartitionInfo) -> tuple[str, PartitionInfo]:
+    """A local, verified copy of one version of an object-store partition: its path and what
+    its footer says.
 
     Polars reads an object with several ranged GETs (footer, then column chunks): an object
     replaced between them (a re-materialization of that day) makes the read fail. A snapshot
     is fetched whole and checked against the content hash in its own footer, so a reader gets
-    the old version or the new one, complete, and never a mix. Snapshots are named by content
-    hash below :func:`snapshot_dir`: a version is fetched once per machine, and a day
-    re-materialized with identical bytes is not fetched again."""
+    the old version or the new one, complete, and never a mix. ``info`` is the version
+    expected (:func:`verify_partition`); when the object was replaced meanwhile, the copy is of
+    the newer version and the returned info says so. Snapshots are named by content hash below
+    :func:`snapshot_dir`: a version is fetched once per machine, and a day re-materialized
+    with identical bytes is not fetched again."""
     root = UPath(root)
     path = root / partition_file(dataset, day)
     url = str(path)
     with _SNAPSHOT_LOCK:
-        known = _SNAPSHOTS.get((url, stamp))
+        known = _SNAPSHOTS.get((url, info.stamp)) if info.stamp is not None else None
     if known is not None and os.path.exists(known):
-        return known
+        return known, info
     folder = snapshot_dir()
     os.makedirs(folder, exist_ok=True)
-    name = info.content_hash or hashlib.sha256(f"{url}\0{stamp!r}".encode()).hexdigest()[:32]
+    name = info.content_hash or hashlib.sha256(f"{url}\0{info.stamp!r}".encode()).hexdigest()[:32]
     local = os.path.join(folder, f"{name}.parquet")
-    if not os.path.exists(local):
+    got = info
+    if os.path.exists(local):
+        os.utime(local)
+    else:
         last: Exception | None = None
         for _attempt in range(3):
             tmp = os.path.join(folder, f".{uuid.uuid4().hex}.tmp")
@@ -719,8 +765,9 @@ def snapshot(root: UPath | str, dataset: str, day: date, info: PartitionInfo, st
                 if stored is not None and stored != computed:
                     raise ValueError(f"content hash mismatch (stored {stored}, computed {computed})")
                 if stored is not None and stored != info.content_hash:
-                    # replaced since its footer was read: a newer complete version
+                    # replaced since its footer was read: a newer version, complete
                     local = os.path.join(folder, f"{stored}.parquet")
+                    got = _local_info(tmp, url)
                 os.replace(tmp, local)
                 last = None
                 break
@@ -737,11 +784,10 @@ def snapshot(root: UPath | str, dataset: str, day: date, info: PartitionInfo, st
                 "it was written; re-materialize this day"
             ) from last
         _trim_snapshots(folder)
-    else:
-        os.utime(local)
-    with _SNAPSHOT_LOCK:
-        _SNAPSHOTS[(url, stamp)] = local
-    return local
+    if got is info and info.stamp is not None:
+        with _SNAPSHOT_LOCK:
+            _SNAPSHOTS[(url, info.stamp)] = local
+    return local, got
 
 
 def _trim_snapshots(folder: str) -> None:
@@ -845,21 +891,23 @@ def scan_days(
     if listing is None:
         listing = list_partitions(root, dataset)
     infos = footer_infos(root, dataset, days, verify=verify, listing=listing)
-    if enum is None:
-        enum = symbol_enum(info.symbols for info in infos.values())
     paths = [root / partition_file(dataset, d) for d in days]
     options = None
     if _is_local(root):
         sources = [str(p.path) for p in paths]
     elif snapshots:
-        if len(days) < 2:
-            sources = [snapshot(root, dataset, d, infos[d], listing[d]) for d in days]
-        else:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                sources = list(pool.map(lambda d: snapshot(root, dataset, d, infos[d], listing[d]), days))
+        with ThreadPoolExecutor(max_workers=min(8, len(days))) as pool:
+            copies = dict(zip(days, pool.map(lambda d: snapshot(root, dataset, d, infos[d]), days), strict=True))
+        sources = [copies[d][0] for d in days]
+        infos = {d: copies[d][1] for d in days}  # a day replaced meanwhile: the version read
     else:
         sources = [str(p) for p in paths]
         options = polars_storage_options(root)
+    read = set().union(*(info.symbols for info in infos.values()))
+    if enum is None:
+        enum = symbol_enum([read])
+    elif not read <= set(enum.categories.to_list()):  # a day re-materialized since the Enum was made
+        enum = symbol_enum([read, enum.categories.to_list()])
     lf = pl.scan_parquet(sources, hive_partitioning=False, storage_options=options)
     if "symbol" in infos[days[0]].columns:
         lf = lf.with_columns(pl.col("symbol").cast(enum))

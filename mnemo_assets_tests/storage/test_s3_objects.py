@@ -120,7 +120,7 @@ def test_a_reader_polling_during_rewrites_sees_whole_versions(s3_root, tmp_path)
     """Another process re-publishes one day over and over (two versions, different sizes);
     every read here gives one version or the other, whole, and never fails. (Polars reading
     the object directly, footer and column chunks in separate GETs, panics here.)"""
-    a, b = frame(200_000, 1), frame(150_000, 2, symbols=("ADA", "BTC"))
+    a, b = frame(100_000, 1), frame(80_000, 2, symbols=("ADA", "BTC"))
     a.write_parquet(tmp_path / "a.parquet")
     b.write_parquet(tmp_path / "b.parquet")
     write_partition(a, s3_root, DS, D1)
@@ -129,7 +129,7 @@ def test_a_reader_polling_during_rewrites_sees_whole_versions(s3_root, tmp_path)
         from datetime import date
         from mnemo_assets.storage.parquet import write_partition
         a, b = pl.read_parquet({str(tmp_path / 'a.parquet')!r}), pl.read_parquet({str(tmp_path / 'b.parquet')!r})
-        for i in range(40):
+        for i in range(30):
             write_partition(b if i % 2 == 0 else a, {s3_root!r}, {DS!r}, date(2024, 12, 1))
     """)
     reads, versions, errors = 0, set(), []
