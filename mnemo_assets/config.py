@@ -10,8 +10,10 @@ lists as JSON: ``MNEMO_GRIDS__INTERVALS='["5s","1m"]'``). Short names kept from 
 =====================  ==========================================================
 ``MNEMO_CONFIG``        path of the YAML file
 ``MNEMO_DATA_ROOT``     root of the parquet store (local path or ``s3://...``)
-``MNEMO_CACHE_DIR``     local cache for what an object-store root cannot hold
-                        (default ``$XDG_CACHE_HOME/mnemo_assets`` or ``~/.cache/mnemo_assets``)
+``MNEMO_CACHE_DIR``     local cache for what an object-store root cannot hold: staged
+                        partitions, snapshots of objects read (``objects/``), archive
+                        downloads (default ``$XDG_CACHE_HOME/mnemo_assets`` or ``~/.cache/mnemo_assets``)
+``MNEMO_SNAPSHOT_CACHE_GB``  budget of ``{cache}/objects`` (default 20; least recently used first)
 ``MNEMO_SOURCE``        ``synthetic`` | ``http`` | ``mirror`` (= ``source.kind``)
 ``MNEMO_MIRROR_DIR``    archive mirror directory (= ``source.mirror_dir``)
 ``MNEMO_START_DATE``    first daily partition, ``YYYY-MM-DD``

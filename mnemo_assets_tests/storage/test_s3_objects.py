@@ -32,7 +32,7 @@ from mnemo_assets.storage.parquet import (
     write_partition,
 )
 from mnemo_assets_tests.s3_server import CuttingProxy
-from mnemo_assets_tests.storage.test_io_manager import DOWN, UP, down, frame_for, seen, up
+from mnemo_assets_tests.storage.test_io_manager import DOWN, UP, down, seen, up
 
 REPO = Path(__file__).resolve().parents[2]
 DS = "binance/grids/spot/last_trade/5s/peg_symbol=USDT"
