@@ -10,8 +10,10 @@ lists as JSON: ``MNEMO_GRIDS__INTERVALS='["5s","1m"]'``). Short names kept from 
 =====================  ==========================================================
 ``MNEMO_CONFIG``        path of the YAML file
 ``MNEMO_DATA_ROOT``     root of the parquet store (local path or ``s3://...``)
-``MNEMO_CACHE_DIR``     local cache for what an object-store root cannot hold
-                        (default ``$XDG_CACHE_HOME/mnemo_assets`` or ``~/.cache/mnemo_assets``)
+``MNEMO_CACHE_DIR``     local cache for what an object-store root cannot hold: staged
+                        partitions, snapshots of objects read (``objects/``), archive
+                        downloads (default ``$XDG_CACHE_HOME/mnemo_assets`` or ``~/.cache/mnemo_assets``)
+``MNEMO_SNAPSHOT_CACHE_GB``  budget of ``{cache}/objects`` (default 20; least recently used first)
 ``MNEMO_SOURCE``        ``synthetic`` | ``http`` | ``mirror`` (= ``source.kind``)
 ``MNEMO_MIRROR_DIR``    archive mirror directory (= ``source.mirror_dir``)
 ``MNEMO_START_DATE``    first daily partition, ``YYYY-MM-DD``
@@ -23,9 +25,13 @@ A configuration error is a :class:`ConfigError`: one line naming the file (or th
 the key, what is allowed, and a "did you mean" where one is close.
 
 Derived paths follow the data root: on a local root the HTTP source's download cache is
-``{data_root}/archive`` and the synthetic archive's cache ``{data_root}/archive-synthetic/...``;
-on an object-store root (``s3://``, ``gs://``, ...) both live under the local cache directory
-(``{cache_dir}/roots/{bucket-prefix}-{hash}/...``), never in a folder named after the URL.
+``{data_root}/archive``, the synthetic archive's cache ``{data_root}/archive-synthetic/...``
+and staged partitions ``{data_root}/.staging``; on an object-store root (``s3://``, ``gs://``,
+...) all three live under the local cache directory (``{cache_dir}/roots/{bucket-prefix}-{hash}/``:
+``archive``, ``archive-synthetic``, ``.staging``), never in a folder named after the URL.
+Object-store credentials and endpoint come from the usual variables of the store's SDK
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_DEFAULT_REGION``,
+``AWS_ENDPOINT_URL``), read alike by s3fs (botocore) and polars (object_store).
 """
 
 from __future__ import annotations
@@ -343,6 +349,14 @@ class Settings(_Model):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", rest).strip("._-")[:60] or "root"
         digest = hashlib.sha256(self.data_root.encode()).hexdigest()[:8]
         return str(cache / "roots" / f"{slug}-{digest}")
+
+    @cached_property
+    def staging_dir(self) -> str | None:
+        """Where partitions are staged before they are published: ``None`` on a local root
+        (``{data_root}/.staging``, the same filesystem, so a publish is a rename); on an
+        object-store root a local folder, ``{local_root}/.staging``, whose files are PUT and
+        removed (a failed run's leftovers are removed after 6 hours)."""
+        return None if is_local_root(self.data_root) else f"{self.local_root}/.staging"
 
     @cached_property
     def mirror_dir(self) -> str:

@@ -59,7 +59,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         resources={
             "archive": ArchiveResource.from_settings(settings),
             "parquet_io_manager": io_manager_from_settings(settings),
-            "store": StoreResource(base_dir=settings.data_root),
+            "store": StoreResource.from_settings(settings),
         },
     )
 

@@ -49,6 +49,17 @@ query Status($id: String!) {
 }
 """
 
+BACKFILL_RUNS = """
+query Runs($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { timestamp runs { runId } }
+    ... on PythonError { message }
+    ... on BackfillNotFoundError { message }
+  }
+}
+"""
+
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -135,3 +146,31 @@ class DagsterGraphQL:
             if time.monotonic() > deadline:
                 raise GraphQLError(f"backfill {backfill_id} still {status['status']} after {timeout:.0f}s")
             time.sleep(poll)
+
+    def backfill_materializations(self, backfill_id: str, partitions: Mapping[AssetKey, Sequence[str]]) -> dict[AssetKey, set[str]]:
+        """Per asset, which of the given partitions the backfill's own runs materialized (what
+        the daemon did, as recorded in its instance; an earlier materialization does not count)."""
+        data = self.query(BACKFILL_RUNS, {"id": backfill_id})["partitionBackfillOrError"]
+        if data["__typename"] != "PartitionBackfill":
+            raise GraphQLError(f"backfill {backfill_id}: {data.get('message') or data['__typename']}")
+        runs = {r["runId"] for r in data.get("runs") or []}
+        after = str(int((float(data["timestamp"]) - 60) * 1000))
+        keys = [k for k, days in partitions.items() if days]
+        out: dict[AssetKey, set[str]] = {k: set() for k in partitions}
+        for start in range(0, len(keys), 20):
+            chunk = keys[start:start + 20]
+            fields = []
+            for i, key in enumerate(chunk):
+                path = json.dumps(list(key.path))
+                days = json.dumps(sorted(partitions[key]))
+                fields.append(
+                    f"a{i}: assetOrError(assetKey: {{path: {path}}}) {{ __typename ... on Asset {{ "
+                    f"assetMaterializations(partitions: {days}, afterTimestampMillis: \"{after}\") {{ partition runId }} }} }}"
+                )
+            result = self.query("query {\n" + "\n".join(fields) + "\n}")
+            for i, key in enumerate(chunk):
+                node = result.get(f"a{i}") or {}
+                for event in node.get("assetMaterializations") or []:
+                    if event.get("runId") in runs and event.get("partition"):
+                        out[key].add(event["partition"])
+        return out

@@ -10,7 +10,7 @@ days), so frames of different days always concatenate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from upath import UPath
 from mnemo_assets.intervals import interval_name
 from mnemo_assets.markets import DatasetType
 from mnemo_assets.storage.layout import grid_dataset, trades_dataset
-from mnemo_assets.storage.parquet import existing_days, footer_symbols, scan_days, symbol_enum
+from mnemo_assets.storage.parquet import Stamp, footer_symbols, list_partitions, scan_days, symbol_enum
 
 
 def _default_root() -> str:
@@ -40,13 +40,17 @@ def _as_day(value: Any) -> date:
 
 
 class ParquetDataset:
-    """A daily-partitioned dataset of the store: ``{root}/{dataset}/date=YYYY-MM-DD/*.parquet``."""
+    """A daily-partitioned dataset of the store: ``{root}/{dataset}/date=YYYY-MM-DD/*.parquet``.
+
+    Nothing is cached across calls but verified footers, per file version: every call lists
+    the dataset afresh (one listing per read, whichever process wrote), so days added or
+    re-materialized by another process are seen at once.
+    """
 
     def __init__(self, dataset: str, root: str | None = None, schema: pl.Schema | None = None):
         self.root = UPath(root if root is not None else _default_root())
         self.dataset = dataset
         self._schema = schema
-        self._footers: dict[date, tuple[str, ...]] = {}
 
     @property
     def path(self) -> UPath:
@@ -58,30 +62,35 @@ class ParquetDataset:
         """``{path}/date=*/*.parquet``, for ``pl.scan_parquet`` (symbols read back as strings)."""
         return f"{self.path}/date=*/*.parquet"
 
+    def listing(self) -> dict[date, Stamp]:
+        """``{day: (size, version)}`` of the stored days: a fresh listing of the store."""
+        return list_partitions(self.root, self.dataset)
+
     @property
     def partitions(self) -> list[date]:
-        """The stored days, sorted."""
-        return existing_days(self.root, self.dataset)
+        """The stored days, sorted (a fresh listing)."""
+        return sorted(self.listing())
 
-    def symbols_by_day(self, days: Sequence[date]) -> dict[date, tuple[str, ...]]:
-        """``{day: sorted symbols}`` of stored days, from the files' footers (cached)."""
-        todo = [d for d in days if d not in self._footers]
-        if todo:
-            self._footers.update(footer_symbols(self.root, self.dataset, todo))
-        return {d: self._footers[d] for d in days}
+    def symbols_by_day(self, days: Sequence[date], listing: Mapping[date, Stamp] | None = None) -> dict[date, tuple[str, ...]]:
+        """``{day: sorted symbols}`` of stored days, from the files' verified footers."""
+        listing = self.listing() if listing is None else listing
+        return footer_symbols(self.root, self.dataset, list(days), listing=listing)
 
     def refresh(self) -> None:
-        """Forget cached footers (after partitions were re-materialized)."""
-        self._footers.clear()
+        """Kept for the seed notebooks: reads are always fresh (footers are cached per file version)."""
+
+    def _enum(self, listing: Mapping[date, Stamp]) -> pl.Enum:
+        return symbol_enum(self.symbols_by_day(sorted(listing), listing).values())
 
     @property
     def symbol_enum(self) -> pl.Enum:
         """``pl.Enum`` over the sorted symbols of every stored day."""
-        return symbol_enum(self.symbols_by_day(self.partitions).values())
+        return self._enum(self.listing())
 
     def universe(self) -> pl.DataFrame:
         """``(symbol, date)`` pairs with data, sorted; read from file footers only."""
-        by_day = self.symbols_by_day(self.partitions)
+        listing = self.listing()
+        by_day = self.symbols_by_day(sorted(listing), listing)
         enum = symbol_enum(by_day.values())
         rows = [(s, d) for d, symbols in by_day.items() for s in symbols]
         frame = pl.DataFrame(rows, schema={"symbol": pl.String, "date": pl.Date}, orient="row")
@@ -93,29 +102,30 @@ class ParquetDataset:
 
     def lazyframe(self, start: date | str | None = None, end: date | str | None = None) -> pl.LazyFrame:
         """All stored days (or ``[start, end)``) as one ``LazyFrame``, ``symbol`` as the dataset Enum."""
-        days = self.partitions
+        listing = self.listing()
+        days = sorted(listing)
         if start is not None:
             days = [d for d in days if d >= _as_day(start)]
         if end is not None:
             days = [d for d in days if d < _as_day(end)]
-        return self._scan(days)
+        return self._scan(days, listing)
 
-    def _scan(self, days: Sequence[date]) -> pl.LazyFrame:
-        if not days and self._schema is None:
-            stored = self.partitions
-            if stored:
-                return self._scan(stored[:1]).head(0)
-        return scan_days(self.root, self.dataset, days, enum=self.symbol_enum, schema=self._schema)
+    def _scan(self, days: Sequence[date], listing: Mapping[date, Stamp] | None = None) -> pl.LazyFrame:
+        listing = self.listing() if listing is None else listing
+        if not days and self._schema is None and listing:
+            return self._scan(sorted(listing)[:1], listing).head(0)
+        return scan_days(self.root, self.dataset, days, enum=self._enum(listing), schema=self._schema, listing=listing)
 
     def __getitem__(self, partitions: date | str | Iterable[date | str] | slice) -> pl.LazyFrame:
         """A ``LazyFrame`` of the given days (a day, a list of days, or a slice of :attr:`partitions`)."""
+        listing = self.listing()
         if isinstance(partitions, slice):
-            days = self.partitions[partitions]
+            days = sorted(listing)[partitions]
         elif isinstance(partitions, (date, str)):
             days = [_as_day(partitions)]
         else:
             days = [_as_day(p) for p in partitions]
-        return self._scan(sorted(set(days)))
+        return self._scan(sorted(set(days)), listing)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -230,12 +240,13 @@ def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterabl
     """Per symbol, its last row stored on a day before ``before`` (footers find the day; only
     those days are read). ``None`` when no symbol has an earlier day."""
     needed = set(symbols)
-    days = [d for d in dataset.partitions if d < before]
+    listing = dataset.listing()
+    days = [d for d in sorted(listing) if d < before]
     wanted: dict[date, set[str]] = {}
     for day in reversed(days):
         if not needed:
             break
-        have = needed.intersection(dataset.symbols_by_day([day])[day])
+        have = needed.intersection(dataset.symbols_by_day([day], listing)[day])
         if have:
             wanted[day] = have
             needed -= have
@@ -243,7 +254,7 @@ def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterabl
         return None
     frames = []
     for day, syms in wanted.items():
-        frame = dataset[[day]].filter(pl.col("symbol").cast(pl.String).is_in(sorted(syms))).with_row_index("__row")
+        frame = dataset._scan([day], listing).filter(pl.col("symbol").cast(pl.String).is_in(sorted(syms))).with_row_index("__row")
         frames.append(
             frame.sort(time_col, "__row").group_by("symbol", maintain_order=True).last().drop("__row").collect()
         )

@@ -91,6 +91,8 @@ class DayAudit:
     root: str
     checks: Sequence[Check]
     schema: pl.Schema | None = None
+    #: the local folder staged partitions are written to (default: see ``local_staging_dir``)
+    staging_dir: str | None = None
     staged: dict[str, Staged] = field(default_factory=dict)
     failures: dict[str, dict[str, int]] = field(default_factory=dict)
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -99,12 +101,12 @@ class DayAudit:
     def __post_init__(self) -> None:
         self.checks = checks_of(self.checks)
         self.failures = {c.name: {} for c in self.checks}
-        cleanup_staging(self.root)  # what killed writers left behind
+        cleanup_staging(self.root, staging_dir=self.staging_dir)  # what killed writers left behind
 
     def stage(self, day: date | str, data: pl.DataFrame | pl.LazyFrame | Batches) -> Staged:
         """Write one day to staging (not visible to readers)."""
         key = day if isinstance(day, str) else day.isoformat()
-        staged = stage_partition(data, UPath(self.root), self.dataset, key, self.schema)
+        staged = stage_partition(data, UPath(self.root), self.dataset, key, self.schema, self.staging_dir)
         self.staged[key] = staged
         return staged
 

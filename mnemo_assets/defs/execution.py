@@ -222,6 +222,8 @@ class AssetSummary:
     waiting: dict[date, str] = field(default_factory=dict)
     failed: list[date] = field(default_factory=list)
     unaccounted: list[date] = field(default_factory=list)
+    #: why an unaccounted asset-day is not counted (stored before but not by this command's runs, or not stored)
+    notes: dict[date, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -252,7 +254,8 @@ class Summary:
             for day in self.assets[name].failed:
                 out.append(f"  FAILED: {name} {day}")
             for day in self.assets[name].unaccounted:
-                out.append(f"  NOT DONE: {name} {day}: planned, neither materialized nor failed (not in the store)")
+                note = self.assets[name].notes.get(day, "neither materialized nor failed (not in the store)")
+                out.append(f"  NOT DONE: {name} {day}: planned, {note}")
         if shown > reasons:
             out.append(f"  ... and {shown - reasons} more waiting asset-days")
         return out
@@ -300,6 +303,10 @@ def summarize(
                 summary.materialized += 1
             else:
                 summary.unaccounted.append(day)
+                if day in on_disk:
+                    summary.notes[day] = "not materialized by this command's runs (the stored file is an earlier one)"
+                elif materialized is not None and day in materialized.get(key, set()):
+                    summary.notes[day] = "materialized by its run, but not in the store (deleted since?)"
         assets[key.to_user_string()] = summary
     return Summary(assets, backfill_id, status)
 
@@ -338,7 +345,7 @@ def run_request(
 
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
-    cleanup_staging(settings.data_root)
+    cleanup_staging(settings.data_root, staging_dir=settings.staging_dir)
     listing = store_listing(graph, settings.data_root)
     if isinstance(request.missing_only, bool):
         missing_only = set(request.keys) if request.missing_only else set()
@@ -372,8 +379,19 @@ def run_request(
                 bar.update(max(0, done - bar.n))
 
             final = client.wait_for_backfill(backfill_id, on_progress=show)
-        # the daemon may run elsewhere: judge by the store (fresh listing)
-        return summarize(planned, listing, backfill_id=backfill_id, status=final["status"])
+        # the daemon may run elsewhere: judge by what its runs materialized (its instance, over
+        # GraphQL) and by the store (a fresh listing): both must hold for every planned asset-day
+        from mnemo_assets.graphql import GraphQLError
+
+        try:
+            done = client.backfill_materializations(
+                backfill_id, {k: [d.isoformat() for d in days] for k, days in planned.run.items()}
+            )
+            materialized = {k: {date.fromisoformat(p) for p in parts} for k, parts in done.items()}
+        except GraphQLError as exc:
+            echo(f"mnemo: could not read the backfill's materializations ({exc}); judging by the store alone")
+            materialized = None
+        return summarize(planned, listing, materialized=materialized, backfill_id=backfill_id, status=final["status"])
     instance = instance or get_instance()
     fail_orphaned_runs(instance)
     backfill_id = launch_backfill(instance, graph, planned, title=request.title, tags=tags, run_config=QUIET_RUN_CONFIG)

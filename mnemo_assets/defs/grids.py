@@ -44,7 +44,7 @@ def build_grid_asset(market: str, peg: str, interval: str, partitions_def: Daily
         check_specs=check_specs(key, GRID_CHECKS, partitions_def),
     )
     def _grid(context: AssetExecutionContext, trades: pl.LazyFrame, store: StoreResource):
-        audit = DayAudit(context, key, dataset, store.base_dir, GRID_CHECKS, GRID_SCHEMA)
+        audit = DayAudit(context, key, dataset, store.base_dir, GRID_CHECKS, GRID_SCHEMA, staging_dir=store.staging_dir)
         for partition in context.partition_keys:
             start = day_start(date.fromisoformat(partition))
             day_trades = trades.filter(

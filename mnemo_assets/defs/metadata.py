@@ -166,7 +166,10 @@ def build_metadata_assets(
             grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA, raw_grid=raw.get("grid"), raw_returns=raw.get("returns"),
         )
 
-        audit = DayAudit(context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_ASSET_CHECKS, schema)
+        audit = DayAudit(
+            context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_ASSET_CHECKS, schema,
+            staging_dir=store.staging_dir,
+        )
         for day in days:
             part = out.filter(pl.col("grid_time").dt.date() == day)
             audit.stage(day, part)

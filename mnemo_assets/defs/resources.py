@@ -53,10 +53,16 @@ class ArchiveResource(ConfigurableResource):
 
 class StoreResource(ConfigurableResource):
     """The parquet store's root, for assets that read beyond their declared inputs (a grid's
-    stale marks from before the returns window)."""
+    stale marks from before the returns window) and stage their own partitions (in
+    ``staging_dir``, see :attr:`~mnemo_assets.config.Settings.staging_dir`)."""
 
     base_dir: str
+    staging_dir: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StoreResource:
+        return cls(base_dir=settings.data_root, staging_dir=settings.staging_dir)
 
 
 def io_manager_from_settings(settings: Settings) -> HiveParquetIOManager:
-    return HiveParquetIOManager(base_dir=settings.data_root)
+    return HiveParquetIOManager(base_dir=settings.data_root, staging_dir=settings.staging_dir)

@@ -85,7 +85,7 @@ def build_returns_asset(
         per_day_rows = 86_400_000_000 // to_micros(interval)
         # one computation for the whole run (one sort of the window), split per day
         out = gridded_returns(grid, days[0], days[-1] + timedelta(days=1), interval, carry_in=carry)
-        audit = DayAudit(context, key, dataset, store.base_dir, RETURNS_CHECKS, RETURNS_SCHEMA)
+        audit = DayAudit(context, key, dataset, store.base_dir, RETURNS_CHECKS, RETURNS_SCHEMA, staging_dir=store.staging_dir)
         for day in days:
             part = out.filter(pl.col("date") == day)
             audit.stage(day, part)

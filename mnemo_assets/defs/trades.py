@@ -149,8 +149,8 @@ def build_trades_assets(
         source = archive.source()
         days = [date.fromisoformat(k) for k in context.partition_keys]
         context.log.info(f"{market} trades for {days[0]}..{days[-1]} from {source.describe()}")
-        audit = DayAudit(context, key, dataset, store.base_dir, TRADES_CHECKS, TRADES_SCHEMA)
-        ledger = DayAudit(context, ledger_key, ledger_dataset, store.base_dir, [], QUALITY_SCHEMA)
+        audit = DayAudit(context, key, dataset, store.base_dir, TRADES_CHECKS, TRADES_SCHEMA, staging_dir=store.staging_dir)
+        ledger = DayAudit(context, ledger_key, ledger_dataset, store.base_dir, [], QUALITY_SCHEMA, staging_dir=store.staging_dir)
         all_files, day_versions = [], {}
         for day in days:
             rows: list[dict] = []

@@ -39,7 +39,7 @@ from mnemo_assets.storage.parquet import (
     Staged,
     WriteResult,
     discard,
-    existing_days,
+    list_partitions,
     publish,
     scan_days,
     stage_partition,
@@ -116,9 +116,14 @@ def record_partition_metadata(context: OutputContext, results: Mapping[str, Writ
 
 
 class HiveParquetIOManager(ConfigurableIOManager):
-    """Stores daily partitions as hive parquet below ``base_dir`` (a local path or fsspec URL)."""
+    """Stores daily partitions as hive parquet below ``base_dir`` (a local path or fsspec URL).
+
+    ``staging_dir`` is the local folder partitions are staged in before they are published
+    (default: below ``base_dir`` on local disks, the local cache for object stores; see
+    :func:`~mnemo_assets.storage.parquet.local_staging_dir`)."""
 
     base_dir: str
+    staging_dir: str | None = None
 
     @property
     def root(self) -> UPath:
@@ -135,7 +140,7 @@ class HiveParquetIOManager(ConfigurableIOManager):
         staged: dict[str, Staged] = {}
         try:
             for key, value in _split(obj, keys, asset):
-                staged[key] = value if isinstance(value, Staged) else stage_partition(value, self.root, dataset, key)
+                staged[key] = value if isinstance(value, Staged) else stage_partition(value, self.root, dataset, key, staging_dir=self.staging_dir)
             results = {key: publish(s) for key, s in staged.items()}
         except BaseException:
             for s in staged.values():
@@ -153,11 +158,11 @@ class HiveParquetIOManager(ConfigurableIOManager):
             raise ValueError(f"{asset}: HiveParquetIOManager loads daily-partitioned assets only")
         dataset = _dataset(upstream.definition_metadata if upstream else None, asset)
         days = [date.fromisoformat(k) for k in context.asset_partition_keys]
+        listing = list_partitions(self.root, dataset)  # fresh: what any process has written
         if (context.definition_metadata or {}).get("allow_missing_partitions"):
-            stored = set(existing_days(self.root, dataset))
-            days = [d for d in days if d in stored]
+            days = [d for d in days if d in listing]
         try:
-            return scan_days(self.root, dataset, days)
+            return scan_days(self.root, dataset, days, listing=listing)
         except MissingPartitionError as exc:
             raise MissingPartitionError(f"input {asset}: {exc}") from exc
         except PartitionError as exc:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import date
 
@@ -74,9 +75,34 @@ def partition_file(dataset: str, day: date | str) -> str:
 
 def local_cache_dir() -> str:
     """A local folder for what cannot live below an object-store root (staged partitions
-    before their PUT, downloaded archive files): ``$MNEMO_CACHE_DIR``, else
+    before their PUT, snapshots of objects read, downloaded archive files):
+    ``$MNEMO_CACHE_DIR``, else the configuration's ``cache_dir``, else
     ``$XDG_CACHE_HOME/mnemo_assets``, else ``~/.cache/mnemo_assets``."""
     from mnemo_assets.config import default_cache_dir
 
-    explicit = os.environ.get("MNEMO_CACHE_DIR")
+    explicit = os.environ.get("MNEMO_CACHE_DIR") or _configured_cache_dir()
     return os.path.abspath(os.path.expanduser(explicit)) if explicit else str(default_cache_dir())
+
+
+def _configured_cache_dir() -> str | None:
+    """``cache_dir`` of the configuration in force (``$MNEMO_CONFIG`` or ``./mnemo.yaml``), if any."""
+    from mnemo_assets.config import config_path
+
+    try:
+        path = config_path()
+        if path is None:
+            return None
+        stat = path.stat()
+        return _cache_dir_of(str(path.resolve()), stat.st_mtime_ns)
+    except Exception:  # noqa: BLE001 - an unreadable configuration is reported where it is loaded
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_dir_of(path: str, _mtime: int) -> str | None:
+    import yaml
+
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    value = data.get("cache_dir") if isinstance(data, dict) else None
+    return str(value) if value else None
