@@ -84,6 +84,13 @@ VWAP_CHECKS = [
 
 
 # ----------------------------------------------------------------------------- pure polars
+def ordered_sum(column: str) -> pl.Expr:
+    """Σ ``column`` over a group's grid rows added in time order. Polars' parallel group sums may
+    add in another order from one run to the next (the last bits change); a fixed order gives a
+    day the same bits whether it is materialized alone or in a batch (incremental = full)."""
+    return pl.col(column).sort_by("time").cum_sum().last()
+
+
 def hourly_vwap(grid: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     """The hourly VWAP of every symbol of a last-trade grid: one row per ``(symbol, hour)``
     with trades, sorted by ``(symbol, time)``, with exactly :data:`VWAP_SCHEMA`.
@@ -104,8 +111,8 @@ def hourly_vwap(grid: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
             pl.col("date").first(),
             pl.col("low").min(),
             pl.col("high").max(),
-            pl.col("volume_base").sum(),
-            pl.col("volume_quote").sum(),
+            ordered_sum("volume_base"),
+            ordered_sum("volume_quote"),
             pl.col("trade_count").sum().cast(pl.UInt32),
             pl.len().cast(pl.UInt32).alias("buckets"),
         )
