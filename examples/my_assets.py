@@ -1,4 +1,4 @@
-"""Add your own asset: an hourly VWAP per symbol from the 10-minute spot USDT grid.
+r"""Add your own asset: an hourly VWAP per symbol from the 10-minute spot USDT grid.
 
 A code location that is the project's plus one derived asset, ``binance/spot/usdt/spot_usdt_vwap_1h``
 (README, "Add your own asset"). It shows the three parts every asset of this project has:
@@ -15,13 +15,15 @@ A code location that is the project's plus one derived asset, ``binance/spot/usd
 
 .. code-block:: bash
 
-    DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster asset materialize -f examples/my_assets.py \\
+    DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster asset materialize -f examples/my_assets.py \
       --select 'binance/spot/usdt/spot_usdt_vwap_1h' --partition 2024-12-03
     DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster dev -f examples/my_assets.py
 
 and a notebook reads it with ``ms.binance.ParquetDataset("custom/vwap_1h/spot/peg_symbol=USDT")``.
-The daily ``mnemo_daily`` sensor keeps it current like every other asset (its automation
-condition is the grids'), and the CLI's planner handles it in ``mnemo backfill``-style requests.
+In ``dagster dev`` the project's ``mnemo_daily`` sensor (it targets every asset of the code
+location) keeps it current like the grids: each new day once that day's grid exists and passed
+its checks, and again when the grid changes. (``mnemo backfill`` runs the project's own code
+location, which does not have this asset.)
 """
 
 from datetime import date
@@ -37,7 +39,6 @@ from mnemo_assets.defs.keys import OWNERS, grid_key, group
 from mnemo_assets.defs.partitions import backfill_policy, daily_partitions
 from mnemo_assets.defs.resources import StoreResource
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
-
 
 #: the input: the 10-minute last-trade grid of spot USDT pairs (``binance/spot/usdt/spot_usdt_grid_10m``)
 GRID_KEY = grid_key("spot", "USDT", "10m")

@@ -156,7 +156,7 @@ def block_env(folder: Path) -> dict[str, str]:
 
 def run_in(folder: Path, argv: list[str], timeout: float = BLOCK_TIMEOUT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        argv, cwd=folder, env=env or block_env(folder), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        argv, check=False, cwd=folder, env=env or block_env(folder), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
 
 
@@ -323,14 +323,17 @@ def test_example_asset_is_its_pure_function_on_the_stored_grid(quickstart: Path)
     assert [c.name for c in node.metadata["dagster/column_schema"].columns] == list(module.VWAP_SCHEMA)
     assert {k.name for k in node.check_keys} == {"vwap_within_range", "one_row_per_symbol_hour"}
     assert node.backfill_policy.max_partitions_per_run == 30 and node.partitions_def.get_first_partition_key() == "2024-12-01"
+    assert node.automation_condition is not None
+    daily = defs.resolve_sensor_def("mnemo_daily")
+    assert module.VWAP_KEY in daily.asset_selection.resolve(defs.resolve_asset_graph())
 
 
 def test_example_check_blocks_a_bad_day(quickstart: Path, tmp_path: Path):
+    from upath import UPath
+
     import mnemo_assets as ms
     from mnemo_assets.grids import GRID_SCHEMA
     from mnemo_assets.storage.layout import grid_dataset
-    from upath import UPath
-
     from mnemo_assets.storage.parquet import local_staging_dir, write_partition
 
     module = example_module()
@@ -398,6 +401,6 @@ print("imported", len(names))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MNEMO_", "DAGSTER_"))}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["cwd", "home"]
