@@ -574,7 +574,9 @@ def load_settings(path: str | Path | None = None, env: typing.Mapping[str, str] 
     Raises :class:`ConfigError` (a ``ValueError``) with one line naming the file or variable,
     the key, what is allowed and, where one is close, what was probably meant.
 
-    >>> s = load_settings(env={"MNEMO_SOURCE": "synthetic", "MNEMO_DATA_ROOT": "/tmp/x"})  # doctest: +SKIP
+    >>> s = load_settings(env={"MNEMO_SOURCE": "synthetic", "MNEMO_DATA_ROOT": "/tmp/x"})
+    >>> s.source.kind, s.data_root
+    ('synthetic', '/tmp/x')
     """
     env = dict(os.environ if env is None else env)
     file = Path(path) if path is not None else config_path(env)

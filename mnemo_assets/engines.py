@@ -19,9 +19,15 @@ class ReturnsEngine:
     ``backend_fair_expr`` gives the fair price of a backend row (default
     ``vwap_total_by_base``), ``backend_time_expr`` its time (default ``last_trade_time``).
 
-    >>> re = ReturnsEngine(grid_lf)  # doctest: +SKIP
-    >>> re.query(query_lf, start_time_expr=pl.col("times"), mark_duration="10m",
-    ...          tick_lag_tolerance="30s").collect()  # doctest: +SKIP
+    >>> from datetime import datetime
+    >>> grid_lf = pl.LazyFrame({"symbol": ["BTC", "BTC"], "vwap_total_by_base": [100.0, 101.0],
+    ...     "last_trade_time": [datetime(2025, 1, 1, 0, 9, 58), datetime(2025, 1, 1, 0, 19, 30)]})
+    >>> query_lf = pl.LazyFrame({"symbol": ["BTC", "ETH"], "times": [datetime(2025, 1, 1, 0, 10)] * 2})
+    >>> re = ReturnsEngine(grid_lf)
+    >>> out = re.query(query_lf, start_time_expr=pl.col("times"), mark_duration="10m",
+    ...                tick_lag_tolerance="30s").collect()
+    >>> out.select("symbol", pl.col("max_tick_to_query_lag").dt.total_seconds(), pl.col("return").round(9)).rows()
+    [('BTC', 30, 0.01), ('ETH', None, None)]
     """
 
     def __init__(

@@ -74,7 +74,7 @@ def day_interval(interval: str | timedelta | pl.Expr, what: str = "interval") ->
 
     >>> day_interval("5s")
     datetime.timedelta(seconds=5)
-    >>> day_interval("7m")
+    >>> day_interval("7m", "grid interval")
     Traceback (most recent call last):
     ...
     ValueError: grid interval '7m' does not divide one day exactly (86400s is not a multiple of 420s)

@@ -830,7 +830,19 @@ def compute_metadata(
     quantiles (exactly :func:`metadata_schema` for the inputs' schemas, ``symbol`` as a
     ``pl.Enum``); rows sorted by ``(symbol, grid_time)``.
 
-    >>> compute_metadata(grid_lf, returns_lf, default_metadata("10m"), date(2025, 1, 1), date(2025, 2, 1))  # doctest: +SKIP
+    >>> from datetime import date, datetime
+    >>> grid = pl.DataFrame({"symbol": ["BTC", "BTC", "ETH"],
+    ...     "last_trade_time": [datetime(2025, 1, 1, 0, 9), datetime(2025, 1, 1, 0, 19), datetime(2025, 1, 1, 0, 15)],
+    ...     "volume_quote": [1000.0, 3000.0, 500.0]})
+    >>> spec = MetadataSpec(index={"1h": [col("volume_quote").sum().alias("liq_1h")]}, returns={},
+    ...                     quantiles=["liq_1h"], interval="1h", returns_interval="10m")
+    >>> out = compute_metadata(grid, None, spec, date(2025, 1, 1), date(2025, 1, 2))
+    >>> out.columns
+    ['symbol', 'grid_time', 'last_trade_time', 'liq_1h', 'liq_1h_q']
+    >>> out.select("symbol", pl.col("grid_time").dt.hour(), "liq_1h", "liq_1h_q").rows()
+    [('BTC', 1, 4000.0, 1.0), ('ETH', 1, 500.0, 0.5)]
+
+    With SPEC.md's metadata: ``compute_metadata(grid_lf, returns_lf, default_metadata("10m"), start, end)``.
     """
     index_plan, returns_plan = compile_plan(spec.index), compile_plan(spec.returns)
     grid = grid.lazy()

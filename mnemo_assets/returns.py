@@ -152,7 +152,15 @@ def gridded_returns(
     ``start_date − 1`` to ``end_date``; ``carry_in`` may add, per symbol, its last grid row
     from before those days (what a stale mark's lag needs).
 
-    >>> gridded_returns(grid, date(2025, 1, 1), date(2025, 1, 2))  # doctest: +SKIP
+    >>> from datetime import date, datetime
+    >>> grid = pl.DataFrame({"symbol": ["BTC"] * 3, "date": [date(2025, 1, 1)] * 3,
+    ...     "last_trade_time": [datetime(2025, 1, 1, 0, 9, 58), datetime(2025, 1, 1, 0, 19, 30), datetime(2025, 1, 1, 0, 29)],
+    ...     "vwap_total_by_base": [100.0, 101.0, 99.99]})
+    >>> out = gridded_returns(grid, date(2025, 1, 1), date(2025, 1, 2), "10m")
+    >>> out.height  # one row per symbol of the day's universe and 10 minutes
+    144
+    >>> out.head(4).select(pl.col("returns_grid_time").dt.strftime("%H:%M"), pl.col("return").round(9)).rows()
+    [('00:00', None), ('00:10', 0.01), ('00:20', -0.01), ('00:30', None)]
     """
     interval = day_interval(returns_interval, "returns interval")
     tolerance = interval if tick_lag_tolerance is None else tick_lag_tolerance
