@@ -10,7 +10,7 @@ import importlib
 from mnemo_assets.markets import DatasetType
 
 __all__ = ["DatasetType", "__version__", "binance", "engines", "grids", "returns", "metadata"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _SUBMODULES = {"binance", "engines", "grids", "returns", "metadata", "config", "intervals"}
 

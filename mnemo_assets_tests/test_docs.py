@@ -99,7 +99,16 @@ NOT_RUNNABLE = [
         r"^\s*(\S+=\S+\s+)*(docker|helm|kubectl|minikube|kind)\b",
         "deploys to a cluster: needs docker/helm/kubectl and a Kubernetes cluster",
     ),
+    NotRunnable(
+        r"DAGSTER_PG_HOST=",
+        "starts a webserver and a daemon that run until stopped, on the reader's PostgreSQL server; the same "
+        "steps run against a real PostgreSQL in mnemo_assets_tests/deploy/test_postgres_stack.py",
+    ),
 ]
+
+#: a block writing to ``s3://bucket/...`` runs with the AWS variables of a real S3 endpoint
+#: (``moto_server``) in its environment and that bucket created, as a reader's credentials would be
+S3_ROOT = re.compile(r"MNEMO_DATA_ROOT=s3://(?P<bucket>[a-z0-9.-]+)/")
 
 #: what a block's output must say (a block that runs but does not do what the README says fails)
 EXPECTED_OUTPUT = {
@@ -107,6 +116,7 @@ EXPECTED_OUTPUT = {
     "def my_spec(": ["liq_12h", "vol_2d"],
     "/tmp/bad-mnemo.yaml": ["grids.intervals", "7m"],
     "--select 'group:binance_cm'": ["mnemo: done"],
+    "MNEMO_DATA_ROOT=s3://": ["mnemo: done", "s3://"],
     "ledger.degraded()": ["status", "reasons"],
     "grid.height, grid.schema": ["String"],
     'ParquetDataset("custom/vwap_1h': ["datetime.date(2024, 12, 3)", "vwap"],
@@ -219,7 +229,7 @@ def load_yaml_block(block: Block, scratch: Path) -> None:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_readme_block_runs(block: Block, quickstart: Path, tmp_path: Path):
+def test_readme_block_runs(block: Block, quickstart: Path, tmp_path: Path, request):
     reason = not_runnable(block)
     if reason is not None:
         pytest.skip(f"README line {block.line} ({block.heading}): {reason.reason}")
@@ -229,7 +239,13 @@ def test_readme_block_runs(block: Block, quickstart: Path, tmp_path: Path):
     if block.lang == "python":
         done = run_in(quickstart, [str(quickstart / ".venv" / "bin" / "python"), "-c", block.code])
     else:
-        done = run_in(quickstart, ["bash", "-e", "-o", "pipefail", "-c", block.code])
+        env = block_env(quickstart)
+        if (s3 := S3_ROOT.search(block.code)) is not None:
+            server = request.getfixturevalue("moto_server")
+            server.create_bucket(s3.group("bucket"))
+            env = {k: v for k, v in env.items() if not k.startswith("AWS_")} | server.env
+            env["MNEMO_CACHE_DIR"] = str(tmp_path / "cache")
+        done = run_in(quickstart, ["bash", "-e", "-o", "pipefail", "-c", block.code], env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"README block at line {block.line} ({block.heading}) failed:\n{block.code}\n--- output:\n{output[-6000:]}"
     for marker, wanted in EXPECTED_OUTPUT.items():
