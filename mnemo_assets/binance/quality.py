@@ -60,6 +60,7 @@ are null. Line numbers in reasons are the file's (1-based, counting the header).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -543,79 +544,88 @@ class KlinesReconciler:
     """Reconcile the publishable pair-days of one market-day with their 1m klines files.
 
     :meth:`add` takes a pair-day's ledger row, its clean trades and its klines file (or the
-    error fetching it raised); only the trades' traded minutes are kept (:func:`trade_minute_arrays`,
-    at most 1440 rows), so the trades can go. Every :data:`KLINES_CHUNK` pair-days the klines
-    files are read together (one ``read_csv``) and compared in one query; with
-    ``background=True`` that work runs in one worker thread, overlapping the caller's own
-    reading and writing (zlib and polars release the GIL). :meth:`finish` waits for it and
-    leaves every row updated (:func:`apply_klines_facts`, :func:`klines_error`). Rows are not
-    touched by the caller in between. Memory: one chunk of minutes and klines files.
+    error fetching it raised). Of the trades only their traded minutes are kept
+    (:func:`~mnemo_assets.binance.klines.trade_minute_arrays`, at most 1440 rows); every
+    ``chunk`` pair-days the klines files are read together (one ``read_csv``) and compared in
+    one query (:func:`~mnemo_assets.binance.klines.compare_minutes`). With ``background=True``
+    (the pipeline's way) all of it runs in one worker thread, overlapping the caller's own
+    reading and writing (zlib, numpy and polars release the GIL); at most ``in_flight``
+    pair-days of trades wait for it (``add`` blocks until one is done), so memory stays at a few
+    pair-days plus one chunk of minutes. :meth:`finish` waits and leaves every row updated
+    (:func:`apply_klines_facts`, :func:`klines_error`); the caller must not read the rows in
+    between. The results do not depend on ``background`` or ``chunk``.
     """
 
-    def __init__(self, market: str, day: date, *, chunk: int = KLINES_CHUNK, background: bool = True):
+    def __init__(self, market: str, day: date, *, chunk: int = KLINES_CHUNK, background: bool = True, in_flight: int = 2):
         self.market, self.day, self.chunk = market, day, max(1, chunk)
-        self._pending: list[tuple[dict[str, Any], dict, ArchiveFile]] = []
+        self._pending: list[tuple[dict[str, Any], dict, ArchiveFile, bytes]] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"klines-{market}") if background else None
+        self._slots = threading.BoundedSemaphore(max(1, in_flight))
         self._futures: list[Future] = []
         self.reconciled = 0
 
     def add(self, row: dict[str, Any], trades: pl.DataFrame, klines: ArchiveFile | Exception) -> None:
+        """Reconcile one publishable pair-day (its row is updated by :meth:`finish`)."""
         self.reconciled += 1
         if isinstance(klines, Exception):
             klines_error(row, klines)
             return
-        self._pending.append((row, trade_minute_arrays(trades, checked=True), klines))
-        if len(self._pending) >= self.chunk:
-            self._submit()
-
-    def _submit(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
         if self._pool is None:
-            self._process(batch)
-        else:
-            self._futures.append(self._pool.submit(self._process, batch))
+            self._prepare(row, trades, klines)
+            return
+        self._slots.acquire()
+        self._futures.append(self._pool.submit(self._prepare, row, trades, klines))
 
-    def _process(self, batch: list[tuple[dict[str, Any], dict, ArchiveFile]]) -> None:
+    def _prepare(self, row: dict[str, Any], trades: pl.DataFrame, f: ArchiveFile) -> None:
         from mnemo_assets.binance.parse import read_zip_member
 
-        readable, datas = [], []
-        for row, arrays, f in batch:
+        try:
+            arrays = trade_minute_arrays(trades, checked=True)
+            del trades
             try:
                 data = read_zip_member(Path(f.path), klines_file_name(f.pair, f.day, "csv"))
             except ArchiveError as exc:
                 klines_error(row, exc, f)
-                continue
-            readable.append((row, arrays, f))
-            datas.append((data, f.pair, str(f.path)))
-        klines, errors = parse_klines_batch(datas, self.market)
-        del datas
+                return
+            self._pending.append((row, arrays, f, data))
+        finally:
+            if self._pool is not None:
+                self._slots.release()
+        if len(self._pending) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        klines, errors = parse_klines_batch([(data, f.pair, str(f.path)) for _, _, f, data in batch], self.market)
         for i, exc in errors.items():
-            klines_error(readable[i][0], exc, readable[i][2])
-        keep = [i for i in range(len(readable)) if i not in errors]
+            klines_error(batch[i][0], exc, batch[i][2])
+        keep = [i for i in range(len(batch)) if i not in errors]
         if not keep:
             return
-        ours = minutes_frame([readable[i][1] for i in keep])  # key = position in keep
+        ours = minutes_frame([batch[i][1] for i in keep])  # key = position in keep
         remap = pl.DataFrame({"key": keep, "new": range(len(keep))}, schema={"key": pl.UInt32, "new": pl.UInt32})
         theirs = kline_minutes(klines.join(remap, on="key").drop("key").rename({"new": "key"}))
         facts = compare_minutes(ours, theirs, self.market, self.day)
         for new, i in enumerate(keep):
-            row, _, f = readable[i]
+            row, _, f, _ = batch[i]
             apply_klines_facts(row, facts.get(new) or _NOTHING_TO_COMPARE, f)
 
     def finish(self) -> None:
-        """Reconcile what is left and wait for every batch (re-raising a failure)."""
+        """Reconcile what is left and wait for all of it (re-raising a failure)."""
         try:
-            self._submit()
+            if self._pool is None:
+                self._flush()
+                return
+            self._futures.append(self._pool.submit(self._flush))
             for fut in self._futures:
                 fut.result()
         finally:
             self.close()
 
     def close(self) -> None:
+        """Stop the worker (what is queued and not started is dropped)."""
         if self._pool is not None:
-            for fut in self._futures:
-                fut.cancel()
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
