@@ -659,13 +659,14 @@ def compare_minutes(
     j = j.with_columns(**{f"d_{c}": e.fill_null(False) for c, e in diffs.items()})
     d = {c: pl.col(f"d_{c}") for c in diffs}
     any_diff = pl.any_horizontal(*d.values())
-    # trades missing at an end of the day: the klines hold trades after our last trade's minute
-    # (a truncated file) or before our first; those minutes and the boundary minute are explained
-    after = (minute > pl.col("o_last")).fill_null(False)
-    before = (minute < pl.col("o_first")).fill_null(False)
+    # trades missing at an end of the day (a truncated file): the klines hold more trades than
+    # ours from our last trade's minute on (or up to our first); those minutes are explained
+    short = (pl.col("k_count") - pl.col("o_count")).clip(lower_bound=0)
+    after = (minute >= pl.col("o_last")).fill_null(False)
+    before = (minute <= pl.col("o_first")).fill_null(False)
     j = j.with_columns(
-        pl.col("k_count").filter(after).sum().over("key").alias("k_after"),
-        pl.col("k_count").filter(before).sum().over("key").alias("k_before"),
+        short.filter(after).sum().over("key").alias("k_after"),
+        short.filter(before).sum().over("key").alias("k_before"),
     )
     interior = (
         ~((pl.col("k_after") > 0) & (minute >= pl.col("o_last")))
@@ -748,9 +749,9 @@ def _reason(facts: dict, r: dict) -> str:
     if n:
         text += f"; the klines count {abs(n)} trade(s) {'more' if n > 0 else 'fewer'} than the trades file"
     if _n(r["k_after"]):
-        text += f" ({_n(r['k_after'])} after its last trade's minute {_hm(r['o_last'])})"
+        text += f"; the klines hold {_n(r['k_after'])} trade(s) more from the file's last trade's minute {_hm(r['o_last'])} on"
     if _n(r["k_before"]):
-        text += f" ({_n(r['k_before'])} before its first trade's minute {_hm(r['o_first'])})"
+        text += f"; the klines hold {_n(r['k_before'])} trade(s) more up to the file's first trade's minute {_hm(r['o_first'])}"
     if diff["out_of_day"]:
         text += f"; {diff['out_of_day']} kline minute(s) lie outside the day ({_hm(r['ood_first'])} .. {_hm(r['ood_last'])})"
     return text
@@ -786,8 +787,8 @@ def reconcile(
     ``klines_trades_difference`` (Σ kline counts of the file − our trades), 
     ``klines_first_difference`` (the first differing minute), ``klines_problems`` (what the
     differences look like, from :data:`PROBLEMS`: ``wrong_day`` klines outside the day,
-    ``klines_empty``, ``trades_end_early`` the klines hold trades after our last trade's minute
-    (a truncated file), ``trades_start_late``, ``minutes_missing`` minutes with kline trades and
+    ``klines_empty``, ``trades_end_early`` the klines hold more trades than ours from our last
+    trade's minute on (a truncated file), ``trades_start_late`` likewise up to our first, ``minutes_missing`` minutes with kline trades and
     none of ours, ``minutes_extra`` the reverse, ``counts``, ``prices``, ``volumes`` (base or
     quote, counts agreeing), ``taker_side`` (only the taker-buy volumes differ)); and ``reason``,
     the ledger reason text (``None`` when it reconciles). Pure polars/numpy, no Dagster.
