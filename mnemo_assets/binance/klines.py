@@ -52,8 +52,9 @@ from mnemo_assets.binance.archive import ArchiveError
 from mnemo_assets.markets import DatasetType
 
 __all__ = [
-    "DIFFERENCES", "KLINES_SCHEMA", "KlinesParseError", "compare_minutes", "kline_minutes", "minute_bars",
-    "parse_klines_batch", "parse_klines_csv", "read_klines_file", "reconcile", "render_klines_csv", "trade_minutes",
+    "DIFFERENCES", "KLINES_SCHEMA", "KlinesParseError", "compare_minute_arrays", "compare_minutes", "concat_minutes",
+    "kline_minute_arrays", "kline_minutes", "minute_bars", "parse_klines_batch", "parse_klines_csv", "read_klines_file",
+    "reconcile", "render_klines_csv", "trade_minute_arrays", "trade_minutes",
 ]
 
 KLINES_SCHEMA = pl.Schema(
@@ -211,17 +212,19 @@ def parse_klines_batch(files: list[tuple[bytes, str, str]], market: str) -> tupl
             return pl.DataFrame(schema=schema), {}
         if raw.height != total or not _no_nulls(raw):
             raise KlinesParseError("rows do not line up")
-        keys = np.repeat(np.arange(len(files), dtype=np.uint32), counts)
-        raw = raw.with_columns(key=pl.Series(keys), size=pl.Series(np.repeat(np.asarray(sizes), counts)))
-        micros = pl.col("open_time") >= formats.US_THRESHOLD
-        mixed = raw.group_by("key").agg(
-            (micros.any() & ~micros.all()) | ((pl.col("close_time") >= formats.US_THRESHOLD) != micros).any()
-            | (pl.col("open_time") < 0).any()
-        )
-        if mixed.get_column(mixed.columns[1]).any():
+        keys = np.repeat(np.arange(len(files), dtype=np.int64), counts)
+        opens, closes = raw["open_time"].to_numpy(), raw["close_time"].to_numpy()
+        micros = opens >= formats.US_THRESHOLD
+        if (opens < 0).any() or ((closes >= formats.US_THRESHOLD) != micros).any():
             raise KlinesParseError("a file mixes time units")
-        factor = pl.when(micros).then(1).otherwise(1000)
-        return _normalise(raw, market, pl.col("size"), factor).select(list(schema)), {}
+        n_micros = np.bincount(keys, weights=micros, minlength=len(files))
+        if ((n_micros != 0) & (n_micros != np.asarray(counts))).any():
+            raise KlinesParseError("a file mixes time units")
+        raw = raw.with_columns(
+            key=pl.Series(keys.astype(np.uint32)), size=pl.Series(np.repeat(np.asarray(sizes), counts)),
+            factor=pl.Series(np.where(micros, 1, 1000)),
+        )
+        return _normalise(raw, market, pl.col("size"), pl.col("factor")).select(list(schema)), {}
     except Exception:  # noqa: BLE001 - every file alone, each with its own error
         frames, errors = [], {}
         for i, (data, pair, where) in enumerate(files):
@@ -453,7 +456,7 @@ DIFFERENCE_FIELDS: tuple[str, ...] = (*COMPARED_FIELDS, "only_in_klines", "only_
 DIFFERENCES = pl.Struct({f: pl.Int64 for f in DIFFERENCE_FIELDS})
 #: what a pair-day that does not reconcile is diagnosed with, in this order (see :func:`reconcile`)
 PROBLEMS: tuple[str, ...] = (
-    "wrong_day", "klines_empty", "trades_end_early", "trades_start_late", "minutes_missing", "minutes_extra",
+    "wrong_day", "klines_empty", "klines_duplicate_minutes", "trades_end_early", "trades_start_late", "minutes_missing", "minutes_extra",
     "counts", "prices", "volumes", "taker_side",
 )
 #: volumes agree to the archive's printed precision: 8 decimals
@@ -519,35 +522,27 @@ def trade_minute_arrays(trades: pl.DataFrame | pl.LazyFrame, checked: bool = Fal
     frame = _sorted_trades(trades, checked)
     n = frame.height
     t = frame["time"].to_numpy().view(np.int64)
-    minute = t // _MINUTE_US
     price = frame["price"].to_numpy()
     if n == 0:
-        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float64)
-        cols = {c: empty_f for c in PRICE_FIELDS} | {"open_time": empty_i, "count": empty_i}
-        return cols | {f"{c}_{p}": empty_i for c in VOLUME_FIELDS for p in ("w", "f")}
+        cols = {c: np.zeros(0, np.float64) for c in PRICE_FIELDS} | {"open_time": np.zeros(0, np.int64)}
+        return cols | {c: np.zeros(0, np.int64) for c in _FACT_COLS if c not in cols}
+    minute = t // _MINUTE_US
     starts = np.flatnonzero(np.r_[True, minute[1:] != minute[:-1]])
-    ends = np.r_[starts[1:], n] - 1
-    buy = ~frame["is_buyer_maker"].to_numpy()
+    maker = frame["is_buyer_maker"].to_numpy()
+    qw, qf = _units(frame["qty"].to_numpy())
+    kw, kf = _units(frame["quote_qty"].to_numpy())
+    parts = (qw, qf, kw, kf)
+    sums = [np.add.reduceat(x, starts) for x in (*parts, *(np.where(maker, 0, x) for x in parts))]
     cols = {
         "open_time": minute[starts] * _MINUTE_US,
         "open": price[starts], "high": np.maximum.reduceat(price, starts),
-        "low": np.minimum.reduceat(price, starts), "close": price[ends],
+        "low": np.minimum.reduceat(price, starts), "close": price[np.r_[starts[1:], n] - 1],
         "count": np.diff(np.r_[starts, n]).astype(np.int64),
     }
-    for name, taker, src in (("volume", "taker_buy_volume", "qty"), ("quote_volume", "taker_buy_quote_volume", "quote_qty")):
-        w, f = _units(frame[src].to_numpy())
-        for col, (ws, fs) in ((name, (w, f)), (taker, (np.where(buy, w, 0), np.where(buy, f, 0)))):
-            whole, part = np.add.reduceat(ws, starts), np.add.reduceat(fs, starts)
-            cols[f"{col}_w"], cols[f"{col}_f"] = whole + part // _FRAC, part % _FRAC
+    for i, c in enumerate(("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")):
+        whole, part = sums[2 * i], sums[2 * i + 1]
+        cols[f"{c}_w"], cols[f"{c}_f"] = whole + part // _FRAC, part % _FRAC
     return cols
-
-
-def minutes_frame(arrays: list[dict[str, np.ndarray]]) -> pl.DataFrame:
-    """One frame of many pairs' :func:`trade_minute_arrays`, with ``key`` = the index in ``arrays``."""
-    counts = [len(a["open_time"]) for a in arrays]
-    cols = {c: np.concatenate([a[c] for a in arrays]) if arrays else np.zeros(0) for c in _FACT_COLS}
-    cols["key"] = np.repeat(np.arange(len(arrays), dtype=np.uint32), counts)
-    return _facts_frame(cols)
 
 
 def trade_minutes(trades: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -569,28 +564,37 @@ def _facts_frame(cols: dict[str, np.ndarray]) -> pl.DataFrame:
     )
 
 
-def kline_minutes(klines: pl.DataFrame) -> pl.DataFrame:
+def kline_minute_arrays(klines: pl.DataFrame) -> dict[str, np.ndarray]:
     """Normalised klines (:data:`KLINES_SCHEMA`, and ``key`` if present) in the columns of
-    :func:`trade_minutes`: each volume as its exact decimal (the shortest representation of the
-    parsed double: the printed decimal, for values of up to 15 significant digits)."""
+    :func:`trade_minute_arrays`: each volume as its exact decimal (the shortest representation
+    of the parsed double: the printed decimal, for values of up to 15 significant digits)."""
     cols: dict[str, np.ndarray] = {c: klines[c].to_numpy() for c in (*PRICE_FIELDS, "count")}
     cols["open_time"] = klines["open_time"].to_numpy().view(np.int64)
     if "key" in klines.columns:
         cols["key"] = klines["key"].to_numpy()
     for c in VOLUME_FIELDS:
         cols[f"{c}_w"], cols[f"{c}_f"] = _units(klines[c].to_numpy())
-    return _facts_frame(cols)
+    return cols
 
 
-def _differs(ours: str, theirs: str, derived: bool) -> pl.Expr:
-    """Whether two exact volumes differ by more than half a unit of the 8th decimal (plus, for a
-    volume the trades file rounds trade by trade, half a unit per trade of the minute)."""
-    whole = (pl.col(f"{ours}_w") - pl.col(f"{theirs}_w")).clip(-2, 2)
-    diff = (whole * _FRAC + pl.col(f"{ours}_f") - pl.col(f"{theirs}_f")).abs()
-    tol = pl.lit(_HALF_UNIT, pl.Int64)
-    if derived:
-        tol = tol + pl.max_horizontal("o_count", "k_count") * _HALF_UNIT
-    return diff > tol
+def kline_minutes(klines: pl.DataFrame) -> pl.DataFrame:
+    """:func:`kline_minute_arrays` as a frame (the columns of :func:`trade_minutes`)."""
+    return _facts_frame(kline_minute_arrays(klines))
+
+
+def concat_minutes(arrays: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Many pairs' :func:`trade_minute_arrays` as one set of arrays, ``key`` = the index in ``arrays``."""
+    out = {c: np.concatenate([a[c] for a in arrays]) for c in _FACT_COLS} if arrays else \
+        {c: np.zeros(0, np.float64 if c in PRICE_FIELDS else np.int64) for c in _FACT_COLS}
+    out["key"] = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a["open_time"]) for a in arrays])
+    return out
+
+
+def _frame_arrays(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    out = {c: frame[c].to_numpy() for c in _FACT_COLS if c != "open_time"}
+    out["open_time"] = frame["open_time"].to_numpy().view(np.int64)
+    out["key"] = frame["key"].to_numpy()
+    return out
 
 
 def compare_minutes(
@@ -600,99 +604,179 @@ def compare_minutes(
     day: date,
     previous_close: dict[int, float] | None = None,
 ) -> dict[int, dict]:
-    """Reconcile many pairs of one market-day at once (the pipeline's path; :func:`reconcile` is
-    the one-pair form). ``ours`` (:func:`trade_minutes`) and ``theirs`` (:func:`kline_minutes`)
-    carry a ``key`` column (UInt32) naming the pair; ``previous_close`` optionally gives a key's
-    last price before the day. Returns ``{key: facts}`` for every key of either frame (a key
-    without kline rows had an empty klines file), facts as :func:`reconcile` returns them."""
+    """Reconcile many pairs of one market-day at once (:func:`reconcile` is the one-pair form).
+    ``ours`` (:func:`trade_minutes`) and ``theirs`` (:func:`kline_minutes`) carry a ``key``
+    column (>= 0) naming the pair; ``previous_close`` optionally gives a key's last price before
+    the day. Returns ``{key: facts}`` for every key of either frame (a key without kline rows had
+    an empty klines file), facts as :func:`reconcile` returns them."""
+    return compare_minute_arrays(_frame_arrays(ours), _frame_arrays(theirs), market, day, previous_close)
+
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.int64)
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """Distinct values of an int array, sorted (cheap when it is sorted already)."""
+    if a.size > 1 and not (a[1:] >= a[:-1]).all():
+        a = np.sort(a)
+    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of two int64 arrays (each sorted: a merge, no hashing)."""
+    c = np.concatenate([a, b])
+    c.sort(kind="stable")
+    return _distinct(c)
+
+
+def _per_key(keys: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Σ values per key (int64; bincount's float sums are exact for integers below 2**53)."""
+    return np.rint(np.bincount(keys, weights=values, minlength=n)).astype(np.int64)
+
+
+def _per_key_many(keys: np.ndarray, flags: list[np.ndarray], n: int) -> np.ndarray:
+    """Σ of each boolean array per key, for keys sorted ascending: ``(len(flags), n)``."""
+    out = np.zeros((len(flags), n), np.int64)
+    if keys.size:
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        out[:, keys[starts]] = np.add.reduceat(np.stack(flags).astype(np.int64), starts, axis=1)
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _us(t: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(t))
+
+
+def compare_minute_arrays(
+    ours: dict[str, np.ndarray],
+    theirs: dict[str, np.ndarray],
+    market: str,
+    day: date,
+    previous_close: dict[int, float] | None = None,
+) -> dict[int, dict]:
+    """:func:`compare_minutes` on :func:`concat_minutes` / :func:`kline_minute_arrays` arrays
+    (``key`` >= 0, ``open_time`` µs since the epoch): the pipeline's path, numpy over the
+    minutes sorted by (key, minute)."""
     formats.check_market(market)
-    start = datetime(day.year, day.month, day.day)
-    end = start + timedelta(days=1)
-    derived = DERIVED_VOLUMES[market]
-    in_day = pl.col("open_time").is_between(start, end, closed="left")
-    minute = pl.col("open_time")
-    theirs_l, ours_l = theirs.lazy(), ours.lazy()
-    k_all = theirs_l.group_by("key").agg(
-        pl.col("count").sum().alias("k_total"), pl.len().alias("k_rows"), (~in_day).sum().alias("out_of_day"),
-        minute.filter(~in_day).min().alias("ood_first"), minute.filter(~in_day).max().alias("ood_last"),
-    )
-    o_all = ours_l.group_by("key").agg(
-        pl.col("count").sum().alias("o_total"), minute.min().alias("o_first"), minute.max().alias("o_last"),
-    )
-    prev = pl.LazyFrame(
-        {"key": list((previous_close or {}).keys()), "previous_close": list((previous_close or {}).values())},
-        schema={"key": pl.UInt32, "previous_close": pl.Float64},
-    )
-    # a kline without trades repeats the last price: the close of the kline before it (for the
-    # day's first minute, the previous close when one is given)
-    k = (
-        theirs_l.filter(in_day).sort("key", "open_time")
-        .with_columns(pl.col("close").shift(1).over("key").alias("carried"))
-        .join(prev, on="key", how="left")
-        .with_columns(pl.coalesce("carried", "previous_close").alias("carried"))
-        .drop("previous_close")
-        .rename({c: f"k_{c}" for c in (*theirs.columns, "carried") if c not in ("key", "open_time")})
-    )
-    o = ours_l.rename({c: f"o_{c}" for c in ours.columns if c not in ("key", "open_time")})
-    j = (
-        o.join(k, on=["key", "open_time"], how="full", coalesce=True)
-        .join(o_all.select("key", "o_first", "o_last"), on="key", how="left")
-        .with_columns(
-            (pl.col("o_count").fill_null(0) > 0).alias("has_o"),
-            pl.col("k_count").is_not_null().alias("has_k"),
-            pl.col("o_count").fill_null(0), pl.col("k_count").fill_null(0),
-            *[pl.col(f"o_{c}_{p}").fill_null(0) for c in VOLUME_FIELDS for p in ("w", "f")],
-        )
-    )
-    has_o, has_k = pl.col("has_o"), pl.col("has_k")
-    quiet = has_k & (pl.col("k_count") == 0) & ~has_o
-    diffs: dict[str, pl.Expr] = {}
+    start = int((datetime(day.year, day.month, day.day) - _EPOCH) / timedelta(microseconds=1))
+    end = start + 86_400_000_000
+    okey, kkey = _i64(ours["key"]), _i64(theirs["key"])
+    oidx = (okey << 32) | (ours["open_time"] // _MINUTE_US)
+    if oidx.size > 1 and not (oidx[1:] > oidx[:-1]).all():
+        order = np.argsort(oidx, kind="stable")
+        ours, okey, oidx = {c: v[order] for c, v in ours.items()}, okey[order], oidx[order]
+        if (oidx[1:] == oidx[:-1]).any():
+            raise ValueError("compare_minute_arrays: our trade minutes hold a (key, minute) twice")
+    present = _union(_distinct(okey), _distinct(kkey))
+    nk = int(present.max()) + 1 if present.size else 0
+    k_rows = np.bincount(kkey, minlength=nk)
+    k_total, o_total = _per_key(kkey, theirs["count"], nk), _per_key(okey, ours["count"], nk)
+    kin = (theirs["open_time"] >= start) & (theirs["open_time"] < end)
+    ood = np.bincount(kkey[~kin], minlength=nk)
+    ood_range = {}
+    for i in np.flatnonzero(ood).tolist():
+        times = theirs["open_time"][~kin & (kkey == i)]
+        ood_range[i] = (_us(times.min()), _us(times.max()))
+    if kin.all():
+        k = dict(theirs)
+    else:
+        k = {c: v[kin] for c, v in theirs.items()}
+        kkey = kkey[kin]
+    kidx = (kkey << 32) | (k["open_time"] // _MINUTE_US)
+    if kidx.size > 1 and not (np.diff(kidx) > 0).all():  # a file out of order, or a minute twice
+        order = np.argsort(kidx, kind="stable")
+        k, kkey, kidx = {c: v[order] for c, v in k.items()}, kkey[order], kidx[order]
+    # a kline without trades repeats the last price: the close of the kline before it (the
+    # day's first minute: the previous close, when one is given)
+    m = kkey.size
+    carried = np.r_[np.nan, k["close"][:-1]].astype(np.float64)[:m]
+    first_of_key = np.r_[True, kkey[1:] != kkey[:-1]][:m]
+    prev = np.full(nk, np.nan)
+    for key, price in (previous_close or {}).items():
+        if 0 <= key < nk:
+            prev[key] = price
+    carried[first_of_key] = prev[kkey[first_of_key]]
+    dup = np.r_[False, kidx[1:] == kidx[:-1]][:m]  # a kline minute twice: the first one is compared
+    duplicates = np.bincount(kkey[dup], minlength=nk)
+    if duplicates.any():
+        k, kkey, kidx, carried = {c: v[~dup] for c, v in k.items()}, kkey[~dup], kidx[~dup], carried[~dup]
+
+    u = _union(oidx, kidx)
+    ukey, uminute = u >> 32, (u & 0xFFFFFFFF) * _MINUTE_US
+    po, pk = np.searchsorted(u, oidx), np.searchsorted(u, kidx)
+    n = u.size
+
+    def spread(pos: np.ndarray, values: np.ndarray, fill) -> np.ndarray:
+        out = np.full(n, fill, dtype=np.result_type(values.dtype, np.asarray(fill).dtype))
+        out[pos] = values
+        return out
+
+    o_count, k_count = spread(po, _i64(ours["count"]), 0), spread(pk, _i64(k["count"]), 0)
+    has_o, has_k = o_count > 0, spread(pk, np.ones(pk.size, bool), False)
+    quiet = has_k & (k_count == 0) & ~has_o
+    k_carried = spread(pk, carried, np.nan)
+    d: dict[str, np.ndarray] = {}
     for c in PRICE_FIELDS:
-        traded = has_o & has_k & (pl.col(f"o_{c}") != pl.col(f"k_{c}"))
-        flat = quiet & pl.col("k_carried").is_not_null() & (pl.col(f"k_{c}") != pl.col("k_carried"))
-        diffs[c] = traded | flat
-    diffs["count"] = has_k & (pl.col("o_count") != pl.col("k_count"))
+        ov, kv = spread(po, np.asarray(ours[c], np.float64), np.nan), spread(pk, np.asarray(k[c], np.float64), np.nan)
+        d[c] = (has_o & has_k & (ov != kv)) | (quiet & ~np.isnan(k_carried) & (kv != k_carried))
+    d["count"] = has_k & (o_count != k_count)
+    derived = DERIVED_VOLUMES[market]
     for c in VOLUME_FIELDS:
-        diffs[c] = has_k & _differs(f"o_{c}", f"k_{c}", c in derived)
-    diffs["only_in_klines"] = has_k & (pl.col("k_count") > 0) & ~has_o
-    diffs["only_in_trades"] = has_o & (~has_k | (pl.col("k_count") == 0))
-    j = j.with_columns(**{f"d_{c}": e.fill_null(False) for c, e in diffs.items()})
-    d = {c: pl.col(f"d_{c}") for c in diffs}
-    any_diff = pl.any_horizontal(*d.values())
+        whole = np.clip(spread(po, _i64(ours[f"{c}_w"]), 0) - spread(pk, _i64(k[f"{c}_w"]), 0), -2, 2)
+        diff = np.abs(whole * _FRAC + spread(po, _i64(ours[f"{c}_f"]), 0) - spread(pk, _i64(k[f"{c}_f"]), 0))
+        tol = _HALF_UNIT * (1 + np.maximum(o_count, k_count)) if c in derived else _HALF_UNIT
+        d[c] = has_k & (diff > tol)
+    d["only_in_klines"] = has_k & (k_count > 0) & ~has_o
+    d["only_in_trades"] = has_o & (~has_k | (k_count == 0))
+    any_diff = np.logical_or.reduce(list(d.values()))
     # trades missing at an end of the day (a truncated file): the klines hold more trades than
     # ours from our last trade's minute on (or up to our first); those minutes are explained
-    short = (pl.col("k_count") - pl.col("o_count")).clip(lower_bound=0)
-    after = (minute >= pl.col("o_last")).fill_null(False)
-    before = (minute <= pl.col("o_first")).fill_null(False)
-    j = j.with_columns(
-        short.filter(after).sum().over("key").alias("k_after"),
-        short.filter(before).sum().over("key").alias("k_before"),
-    )
-    interior = (
-        ~((pl.col("k_after") > 0) & (minute >= pl.col("o_last")))
-        & ~((pl.col("k_before") > 0) & (minute <= pl.col("o_first")))
-    ).fill_null(True)
+    none = np.iinfo(np.int64).max
+    o_first, o_last = np.full(nk, none), np.full(nk, -1)
+    if okey.size:
+        starts = np.flatnonzero(np.r_[True, okey[1:] != okey[:-1]])
+        o_first[okey[starts]] = ours["open_time"][starts]
+        o_last[okey[starts]] = ours["open_time"][np.r_[starts[1:], okey.size] - 1]
+    short = np.clip(k_count - o_count, 0, None)
+    traded = o_last[ukey] >= 0  # keys with trades of ours
+    after = (uminute >= o_last[ukey]) & traded
+    before = (uminute <= o_first[ukey]) & traded
+    k_after, k_before = _per_key(ukey, short * after, nk), _per_key(ukey, short * before, nk)
+    interior = ~((k_after[ukey] > 0) & after) & ~((k_before[ukey] > 0) & before)
     count_same = ~d["count"]
     sums_same = count_same & ~d["volume"] & ~d["quote_volume"]
-    prices = pl.any_horizontal(*[d[c] for c in PRICE_FIELDS])
-    agg = j.group_by("key").agg(
-        pl.len().alias("compared"),
-        any_diff.sum().alias("differing"),
-        minute.filter(any_diff).min().alias("first_difference"),
-        *[d[c].sum().alias(c) for c in diffs],
-        pl.col("k_after").first(), pl.col("k_before").first(), has_k.sum().alias("k_in_day"),
-        (interior & d["only_in_klines"]).sum().alias("p_minutes_missing"),
-        (interior & has_o & (pl.col("k_count") > 0) & d["count"]).sum().alias("p_counts"),
-        (interior & prices & ~d["only_in_klines"] & ~d["only_in_trades"]).sum().alias("p_prices"),
-        (interior & has_o & count_same & (d["volume"] | d["quote_volume"])).sum().alias("p_volumes"),
-        (interior & has_o & sums_same & (d["taker_buy_volume"] | d["taker_buy_quote_volume"])).sum().alias("p_taker_side"),
-    )
-    keys = pl.concat([theirs_l.select("key"), ours_l.select("key")]).unique()
-    table = (
-        keys.join(k_all, on="key", how="left").join(o_all, on="key", how="left").join(agg, on="key", how="left")
-        .collect(engine="in-memory")
-    )
-    return {int(r["key"]): _facts(r) for r in table.iter_rows(named=True)}
+    prices = d["open"] | d["high"] | d["low"] | d["close"]
+    flags = {
+        "p_minutes_missing": interior & d["only_in_klines"],
+        "p_counts": interior & has_o & (k_count > 0) & d["count"],
+        "p_prices": interior & prices & ~d["only_in_klines"] & ~d["only_in_trades"],
+        "p_volumes": interior & has_o & count_same & (d["volume"] | d["quote_volume"]),
+        "p_taker_side": interior & has_o & sums_same & (d["taker_buy_volume"] | d["taker_buy_quote_volume"]),
+    }
+    named = {**d, **flags, "differing": any_diff, "k_in_day": has_k}
+    sums = dict(zip(named, _per_key_many(ukey, list(named.values()), nk), strict=True))
+    compared = np.bincount(ukey, minlength=nk)
+    first = np.full(nk, none)
+    np.minimum.at(first, ukey[any_diff], uminute[any_diff])
+    out = {}
+    for key in present.tolist():
+        r = {name: int(v[key]) for name, v in sums.items()}
+        r.update(
+            compared=int(compared[key]), k_rows=int(k_rows[key]), k_total=int(k_total[key]), o_total=int(o_total[key]),
+            out_of_day=int(ood[key]), k_after=int(k_after[key]), k_before=int(k_before[key]),
+            duplicates=int(duplicates[key]),
+            first_difference=_us(first[key]) if first[key] != none else None,
+            o_first=_us(o_first[key]) if o_last[key] >= 0 else None,
+            o_last=_us(o_last[key]) if o_last[key] >= 0 else None,
+            ood_first=ood_range[key][0] if key in ood_range else None,
+            ood_last=ood_range[key][1] if key in ood_range else None,
+        )
+        out[key] = _facts(r)
+    return out
 
 
 def _n(value) -> int:
@@ -707,6 +791,8 @@ def _facts(r: dict) -> dict:
         problems.append("wrong_day")
     if not _n(r["k_rows"]):
         problems.append("klines_empty")
+    if _n(r.get("duplicates")):
+        problems.append("klines_duplicate_minutes")
     if _n(r["k_in_day"]):  # a file wholly of another day says nothing more
         flags = {
             "trades_end_early": _n(r["k_after"]), "trades_start_late": _n(r["k_before"]),
@@ -716,7 +802,7 @@ def _facts(r: dict) -> dict:
         problems += [name for name, n in flags.items() if n]
     elif differences["only_in_trades"] and not problems:
         problems.append("minutes_extra")
-    differing = _n(r["differing"])
+    differing = _n(r["differing"]) + _n(r.get("duplicates"))
     if differing and not problems:  # a difference no rule names (a kline without trades that is not flat)
         problems.append("prices" if any(differences[c] for c in PRICE_FIELDS) else "volumes")
     problems = [p for p in PROBLEMS if p in problems]
@@ -752,6 +838,8 @@ def _reason(facts: dict, r: dict) -> str:
         text += f"; the klines hold {_n(r['k_after'])} trade(s) more from the file's last trade's minute {_hm(r['o_last'])} on"
     if _n(r["k_before"]):
         text += f"; the klines hold {_n(r['k_before'])} trade(s) more up to the file's first trade's minute {_hm(r['o_first'])}"
+    if _n(r.get("duplicates")):
+        text += f"; {_n(r['duplicates'])} kline minute(s) appear twice (the first is compared)"
     if diff["out_of_day"]:
         text += f"; {diff['out_of_day']} kline minute(s) lie outside the day ({_hm(r['ood_first'])} .. {_hm(r['ood_last'])})"
     return text
@@ -784,22 +872,23 @@ def reconcile(
     Returns the ledger facts: ``klines_status`` (``ok`` | ``mismatch``),
     ``klines_minutes_compared``, ``klines_minutes_differing`` (minutes with any difference),
     ``klines_differences`` (minutes differing per field, :data:`DIFFERENCES`),
-    ``klines_trades_difference`` (Σ kline counts of the file − our trades), 
+    ``klines_trades_difference`` (Σ kline counts of the file − our trades),
     ``klines_first_difference`` (the first differing minute), ``klines_problems`` (what the
     differences look like, from :data:`PROBLEMS`: ``wrong_day`` klines outside the day,
-    ``klines_empty``, ``trades_end_early`` the klines hold more trades than ours from our last
-    trade's minute on (a truncated file), ``trades_start_late`` likewise up to our first, ``minutes_missing`` minutes with kline trades and
-    none of ours, ``minutes_extra`` the reverse, ``counts``, ``prices``, ``volumes`` (base or
+    ``klines_empty``, ``klines_duplicate_minutes`` a kline minute twice (the first is compared),
+    ``trades_end_early`` the klines hold more trades than ours from our last trade's minute on (a
+    truncated file), ``trades_start_late`` likewise up to our first, ``minutes_missing`` minutes
+    with kline trades and none of ours, ``minutes_extra`` the reverse, ``counts``, ``prices``, ``volumes`` (base or
     quote, counts agreeing), ``taker_side`` (only the taker-buy volumes differ)); and ``reason``,
-    the ledger reason text (``None`` when it reconciles). Pure polars/numpy, no Dagster.
+    the ledger reason text (``None`` when it reconciles). Numpy, no Dagster.
     """
-    ours = trade_minutes(trades)
-    theirs = kline_minutes(klines.select(list(KLINES_SCHEMA)))
+    ours = concat_minutes([trade_minute_arrays(trades)])
+    theirs = kline_minute_arrays(klines.select(list(KLINES_SCHEMA)))
+    theirs["key"] = np.zeros(len(theirs["open_time"]), np.int64)
     if day is None:
-        times = ours["open_time"] if ours.height else theirs["open_time"]
-        if times.len() == 0:
+        times = ours["open_time"] if ours["open_time"].size else theirs["open_time"]
+        if times.size == 0:
             raise ValueError("reconcile: no trades and no klines: give the day")
-        day = times.min().date()  # type: ignore[union-attr]
-    key = pl.lit(0, pl.UInt32).alias("key")
+        day = _us(times.min()).date()
     prev = None if previous_close is None else {0: float(previous_close)}
-    return compare_minutes(ours.with_columns(key), theirs.with_columns(key), market, day, prev)[0]
+    return compare_minute_arrays(ours, theirs, market, day, prev)[0]

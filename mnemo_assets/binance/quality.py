@@ -68,6 +68,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from mnemo_assets.binance.archive import (
@@ -80,9 +81,9 @@ from mnemo_assets.binance.archive import (
 )
 from mnemo_assets.binance.klines import (
     DIFFERENCES,
-    compare_minutes,
-    kline_minutes,
-    minutes_frame,
+    compare_minute_arrays,
+    concat_minutes,
+    kline_minute_arrays,
     parse_klines_batch,
     trade_minute_arrays,
 )
@@ -604,10 +605,12 @@ class KlinesReconciler:
         keep = [i for i in range(len(batch)) if i not in errors]
         if not keep:
             return
-        ours = minutes_frame([batch[i][1] for i in keep])  # key = position in keep
-        remap = pl.DataFrame({"key": keep, "new": range(len(keep))}, schema={"key": pl.UInt32, "new": pl.UInt32})
-        theirs = kline_minutes(klines.join(remap, on="key").drop("key").rename({"new": "key"}))
-        facts = compare_minutes(ours, theirs, self.market, self.day)
+        ours = concat_minutes([batch[i][1] for i in keep])  # key = position in keep
+        position = np.full(len(batch), -1, np.int64)
+        position[keep] = np.arange(len(keep))
+        theirs = kline_minute_arrays(klines)
+        theirs["key"] = position[theirs["key"].astype(np.int64)]
+        facts = compare_minute_arrays(ours, theirs, self.market, self.day)
         for new, i in enumerate(keep):
             row, _, f, _ = batch[i]
             apply_klines_facts(row, facts.get(new) or _NOTHING_TO_COMPARE, f)
