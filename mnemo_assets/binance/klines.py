@@ -30,6 +30,17 @@ outages leave holes in real files, binance/binance-public-data#365; :func:`minut
 know about them.) The real klines in the test fixtures (ADABTC 2021-11-27/28, 10 consecutive
 minutes each, all with trades) agree with this layout but hold no empty minute.
 
+**Reconciliation** (:func:`reconcile`; the pipeline's batched form :func:`compare_minute_arrays`
+with :func:`parse_klines_batch`): a pair-day's trades against the exchange's klines of the day,
+minute by minute over every minute holding a kline or one of our trades: open, high, low, close
+and count exactly; the four volumes as exact decimal sums, to the archive's 8 decimals (half a
+unit of the 8th decimal; half a unit more per trade for the volume the trades file rounds trade
+by trade, :data:`DERIVED_VOLUMES`); minutes with trades on one side only; a kline without trades
+must repeat the close of the kline before it (the day's first minute carries the previous day's
+close, which the day's trades cannot know: checked only against a given ``previous_close``);
+kline minutes outside the day. The result is a set of ledger facts (``klines_*``) and a
+diagnosis (:data:`PROBLEMS`).
+
 Sums are exact: every trade value is read back to its decimal (the shortest representation of
 the double, exact for any value with at most 12 decimals and 15 significant digits, which
 covers every archive value), summed as a decimal, and the sum parsed to the double a CSV parser

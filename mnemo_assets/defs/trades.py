@@ -33,6 +33,7 @@ from upath import UPath
 
 from mnemo_assets.binance.archive import ArchiveError, ArchiveFile
 from mnemo_assets.binance.formats import KLINES, TRADES
+from mnemo_assets.binance.klines import PROBLEMS
 from mnemo_assets.binance.parse import TRADES_SCHEMA
 from mnemo_assets.binance.quality import (
     QUALITY_SCHEMA,
@@ -84,8 +85,7 @@ QUALITY_DESCRIPTIONS = {
                           "klines / only in ours, kline minutes outside the day",
     "klines_trades_difference": "Σ kline trade counts − our trades (> 0: trades missing from the file)",
     "klines_first_difference": "the first differing minute",
-    "klines_problems": "what the differences look like: wrong_day, klines_empty, trades_end_early, trades_start_late, "
-                       "minutes_missing, minutes_extra, counts, prices, volumes, taker_side",
+    "klines_problems": "what the differences look like: " + ", ".join(PROBLEMS),
 }
 
 RECONCILIATION_CHECK = "reconciles_with_klines"
