@@ -563,10 +563,13 @@ class KlinesReconciler:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"klines-{market}") if background else None
         self._slots = threading.BoundedSemaphore(max(1, in_flight))
         self._futures: list[Future] = []
+        self._done = False
         self.reconciled = 0
 
     def add(self, row: dict[str, Any], trades: pl.DataFrame, klines: ArchiveFile | Exception) -> None:
         """Reconcile one publishable pair-day (its row is updated by :meth:`finish`)."""
+        if self._done:
+            raise RuntimeError("KlinesReconciler.add after done_adding")
         self.reconciled += 1
         if isinstance(klines, Exception):
             klines_error(row, klines)
@@ -615,13 +618,20 @@ class KlinesReconciler:
             row, _, f, _ = batch[i]
             apply_klines_facts(row, facts.get(new) or _NOTHING_TO_COMPARE, f)
 
+    def done_adding(self) -> None:
+        """Every pair-day was added: start on the last chunk now (the worker runs it while the
+        caller finishes its own writing); :meth:`finish` then only waits."""
+        if self._pool is not None and not self._done:
+            self._futures.append(self._pool.submit(self._flush))
+        self._done = True
+
     def finish(self) -> None:
         """Reconcile what is left and wait for all of it (re-raising a failure)."""
         try:
             if self._pool is None:
                 self._flush()
                 return
-            self._futures.append(self._pool.submit(self._flush))
+            self.done_adding()
             for fut in self._futures:
                 fut.result()
         finally:

@@ -226,6 +226,8 @@ def build_trades_assets(
                         yield pair_day.trades
                     else:
                         problems.append(f"{archive_file.path}: {pair_day.status}: {'; '.join(pair_day.blocking) or pair_day.error}")
+                if reconciler is not None:
+                    reconciler.done_adding()  # its last chunk runs while the partition is sealed
 
             try:
                 audit.stage(day, Batches(TRADES_SCHEMA, batches()))
