@@ -59,11 +59,15 @@ from common import timed, wait_for_quiet  # noqa: E402
 VARIANTS = ("off", "on", "inline")
 
 
+TRADES_PER_DAY = 200_000  # the demo's (mnemo.yaml); --trades-per-day changes it
+
+
 def settings_for(workdir: Path, enabled: bool):
-    from mnemo_assets.config import ReconciliationSettings, Settings
+    from mnemo_assets.config import ReconciliationSettings, Settings, SourceSettings, SyntheticSettings
 
     # the demo configuration (Settings() == the repository's mnemo.yaml), stored under workdir
-    return Settings(data_root=str(workdir / "store"), reconciliation=ReconciliationSettings(enabled=enabled))
+    source = SourceSettings(synthetic=SyntheticSettings(trades_per_day=TRADES_PER_DAY))
+    return Settings(data_root=str(workdir / "store"), source=source, reconciliation=ReconciliationSettings(enabled=enabled))
 
 
 def prepare(workdir: Path, day: date) -> dict:
@@ -160,8 +164,11 @@ def main() -> None:
     p.add_argument("--quiet-wait", type=float, default=60.0,
                    help="before each run, wait up to this many seconds for other processes to go quiet (default 60)")
     p.add_argument("--workdir", default="/tmp/mnemo-bench-ingest")
+    p.add_argument("--trades-per-day", type=int, default=TRADES_PER_DAY,
+                   help=f"synthetic spot trades per day (default {TRADES_PER_DAY:,}, the demo's; USD-M 1/2, COIN-M 1/20)")
     args = p.parse_args()
     workdir = Path(args.workdir)
+    globals()["TRADES_PER_DAY"] = args.trades_per_day
     from mnemo_assets.quiet import quiet_dagster
 
     quiet_dagster()
@@ -191,10 +198,11 @@ def main() -> None:
     s = summarise(runs)
     ratio = {f"{v}/off": {k: round(s[v][k] / s["off"][k], 3) for k in ("wall_s", "steps_s", "cpu_s", "thread_cpu_s")}
              for v in ("on", "inline")}
-    result = {"day": args.day.isoformat(), "inputs": inputs, "summary": s, "ratios": ratio, "ledgers": ledgers, "runs": runs}
+    result = {"day": args.day.isoformat(), "trades_per_day": args.trades_per_day, "inputs": inputs, "summary": s, "ratios": ratio, "ledgers": ledgers, "runs": runs}
     (workdir / "ingest_bench_last.json").write_text(json.dumps(result, indent=1, default=str))
     print("=" * 78)
-    print(f"ingest of {args.day}, demo configuration: " + ", ".join(
+    what = "demo configuration" if args.trades_per_day == 200_000 else f"demo configuration but {args.trades_per_day:,} trades/day"
+    print(f"ingest of {args.day}, {what}: " + ", ".join(
         f"{m} {c['pairs']} pairs / {c['trades']:,} trades" for m, c in inputs["markets"].items()))
     print(f"{'variant':8s} {'wall median':>12s} {'wall best':>10s} {'steps median':>13s} {'cpu median':>11s} "
           f"{'asset thread cpu':>17s}  clean/runs")

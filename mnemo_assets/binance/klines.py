@@ -509,6 +509,35 @@ def _units(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return whole.to_numpy(), fraction.to_numpy()
 
 
+def _minute_sums(x: np.ndarray, maker: np.ndarray, starts: np.ndarray, checked: bool) -> tuple[np.ndarray, ...]:
+    """Exact per-minute sums of one volume column, all trades and taker buys (``maker`` false):
+    ``(whole, fraction in 1e-12, taker whole, taker fraction)``, each int64 per minute.
+
+    Fast path: when every value is below 2**50 / 1e8 (~1.1e7) and lies within its
+    representation error of a whole number of 1e-8 (at most 8 decimals), ``rint(x * 1e8)`` is
+    its exact decimal in units of 1e-8 (the error of ``x * 1e8`` is below a quarter unit, and a
+    value with more decimals, at most 15 significant digits, is farther than the bound from a
+    whole unit); the sums are then one int64 each when they cannot overflow. Otherwise
+    :func:`_units` (whole part and fraction) as the general route."""
+    n = x.size
+    hi = float(x.max()) if n else 0.0
+    counts = np.diff(np.r_[starts, n])
+    if n and 0 <= hi < 1.1e7 and (checked or float(x.min()) >= 0) and hi * 1e8 * float(counts.max()) < 9e18:
+        r = x * 1e8
+        u = np.rint(r)
+        if (np.abs(r - u) <= x * 2.3e-8 + 1e-6).all():
+            units = u.astype(np.int64)
+            total = np.add.reduceat(units, starts)
+            taker = np.add.reduceat(np.where(maker, 0, units), starts)
+            return total // 10**8, total % 10**8 * 10_000, taker // 10**8, taker % 10**8 * 10_000
+    w, f = _units(x)
+    out = []
+    for ws, fs in ((w, f), (np.where(maker, 0, w), np.where(maker, 0, f))):
+        whole, part = np.add.reduceat(ws, starts), np.add.reduceat(fs, starts)
+        out += [whole + part // _FRAC, part % _FRAC]
+    return tuple(out)
+
+
 def _sorted_trades(trades: pl.DataFrame | pl.LazyFrame, checked: bool = False) -> pl.DataFrame:
     """One pair's trades, the columns needed, sorted by (time, trade_id) (clean trades already
     are; ``checked``: the caller guarantees one pair)."""
@@ -540,19 +569,15 @@ def trade_minute_arrays(trades: pl.DataFrame | pl.LazyFrame, checked: bool = Fal
     minute = t // _MINUTE_US
     starts = np.flatnonzero(np.r_[True, minute[1:] != minute[:-1]])
     maker = frame["is_buyer_maker"].to_numpy()
-    qw, qf = _units(frame["qty"].to_numpy())
-    kw, kf = _units(frame["quote_qty"].to_numpy())
-    parts = (qw, qf, kw, kf)
-    sums = [np.add.reduceat(x, starts) for x in (*parts, *(np.where(maker, 0, x) for x in parts))]
     cols = {
         "open_time": minute[starts] * _MINUTE_US,
         "open": price[starts], "high": np.maximum.reduceat(price, starts),
         "low": np.minimum.reduceat(price, starts), "close": price[np.r_[starts[1:], n] - 1],
         "count": np.diff(np.r_[starts, n]).astype(np.int64),
     }
-    for i, c in enumerate(("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")):
-        whole, part = sums[2 * i], sums[2 * i + 1]
-        cols[f"{c}_w"], cols[f"{c}_f"] = whole + part // _FRAC, part % _FRAC
+    for name, taker, src in (("volume", "taker_buy_volume", "qty"), ("quote_volume", "taker_buy_quote_volume", "quote_qty")):
+        w, f, tw, tf = _minute_sums(frame[src].to_numpy(), maker, starts, checked)
+        cols[f"{name}_w"], cols[f"{name}_f"], cols[f"{taker}_w"], cols[f"{taker}_f"] = w, f, tw, tf
     return cols
 
 

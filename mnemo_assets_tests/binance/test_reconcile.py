@@ -135,6 +135,27 @@ def test_units_are_the_exact_decimals(values):
         assert [Decimal(int(a)) + Decimal(int(b)).scaleb(-12) for a, b in zip(w, f, strict=True)] == fine
 
 
+@given(st.lists(st.tuples(st.integers(1, 10**9), st.sampled_from([0, 2, 5, 8, 9, 10]), st.booleans(), st.integers(0, 3)),
+                min_size=1, max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_minute_sums_are_exact_decimal_sums(rows):
+    """Per-minute sums (the int64 fast path and the whole/fraction route) equal Decimal sums of
+    the printed values, all trades and taker buys, whatever the decimals and magnitudes."""
+    from mnemo_assets.binance.klines import _minute_sums
+
+    decimals = [Decimal(units).scaleb(-exp) for units, exp, _, _ in rows]
+    maker = np.array([m for _, _, m, _ in rows])
+    minutes = np.cumsum([step for *_, step in rows])
+    starts = np.flatnonzero(np.r_[True, minutes[1:] != minutes[:-1]])
+    got = _minute_sums(np.array([float(d) for d in decimals]), maker, starts, checked=False)
+    ends = np.r_[starts[1:], len(rows)]
+    for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        want = sum(decimals[a:b], Decimal(0))
+        taker = sum((d for d, m in zip(decimals[a:b], maker[a:b], strict=True) if not m), Decimal(0))
+        assert Decimal(int(got[0][i])) + Decimal(int(got[1][i])).scaleb(-12) == want
+        assert Decimal(int(got[2][i])) + Decimal(int(got[3][i])).scaleb(-12) == taker
+
+
 def test_units_of_big_and_whole_values():
     x = np.array([1e11, 123456789012.0, 4.5e14, 99999999.5, 0.0, 1e-8])
     w, f = _units(x)
