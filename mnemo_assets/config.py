@@ -278,6 +278,17 @@ class AutomationSettings(_Model):
     recheck_days: int = Field(default=3, ge=0)
 
 
+class ReconciliationSettings(_Model):
+    """Reconciling every ingested pair-day with the exchange's own 1m klines."""
+
+    #: fetch each pair-day's klines file and reconcile (ledger ``klines_*`` columns, check
+    #: ``reconciles_with_klines``); off: neither
+    enabled: bool = True
+    #: a pair-day that does not reconcile (or has no readable klines) fails the check as an ERROR
+    #: and nothing of the day is published; false: it is published as ``degraded`` (a WARN)
+    blocking: bool = False
+
+
 class BackfillSettings(_Model):
     #: days per run in a backfill (the seed's ``days_per_batch``)
     days_per_batch: int = Field(default=30, ge=1)
@@ -301,6 +312,7 @@ class Settings(_Model):
     metadata: MetadataSettings = MetadataSettings()
     backfill: BackfillSettings = BackfillSettings()
     automation: AutomationSettings = AutomationSettings()
+    reconciliation: ReconciliationSettings = ReconciliationSettings()
 
     @field_validator("markets")
     @classmethod

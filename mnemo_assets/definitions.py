@@ -30,7 +30,9 @@ def build_assets(settings: Settings) -> list:
     specs = {interval: settings.metadata.load_spec(interval) for interval in settings.metadata.intervals}
     assets = []
     for market, market_settings in settings.markets.items():
-        assets.append(build_trades_assets(market, market_settings, partitions, batch, settings.automation.archive_cron))
+        assets.append(build_trades_assets(
+            market, market_settings, partitions, batch, settings.automation.archive_cron, settings.reconciliation
+        ))
         for peg in market_settings.pegs:
             for interval in settings.grids.intervals:
                 assets.append(build_grid_asset(market, peg, interval, partitions, batch))

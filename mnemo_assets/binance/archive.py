@@ -212,6 +212,20 @@ class ArchiveSource(ABC):
         :class:`ChecksumMismatchError` when the bytes do not match the CHECKSUM.
         """
 
+    def fetch_datasets(
+        self, market: str, pair: str, day: date, datasets: tuple[str, ...] = (TRADES, KLINES),
+    ) -> dict[str, ArchiveFile | ArchiveError]:
+        """:meth:`fetch` of several datasets of one pair-day: ``{dataset: file or the
+        ArchiveError its fetch raised}`` (one dataset failing never hides the other). Sources
+        that make files (the synthetic archive) make them all in one pass."""
+        out: dict[str, ArchiveFile | ArchiveError] = {}
+        for dataset in datasets:
+            try:
+                out[dataset] = self.fetch(market, pair, day, dataset)
+            except ArchiveError as exc:
+                out[dataset] = exc
+        return out
+
     def recheck(self, market: str, pair: str, day: date, dataset: str = TRADES) -> ArchiveFile:
         """Like :meth:`fetch`, but asks the archive again whether the day was re-published.
 

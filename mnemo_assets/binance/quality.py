@@ -40,26 +40,53 @@ constant_taker_side           WARN     degraded    every trade on one taker side
                                                    :data:`CONSTANT_SIDE_MIN_TRADES` trades (a smaller file's
                                                    flag is recorded but does not degrade)
 previous_sha256 not null      WARN     degraded    the archive re-published the file (its sha256 changed)
+klines_mismatch               WARN     degraded    the trades do not reconcile with the exchange's 1m klines of
+                                                   the pair-day (:func:`~mnemo_assets.binance.klines.reconcile`;
+                                                   the reason names the problems, ``klines_*`` columns the facts)
+klines_missing                WARN     degraded    no klines file for the pair-day: nothing to reconcile with
+klines_unreadable             WARN     degraded    the klines file does not read (corrupt zip, another day's or
+                                                   pair's member, malformed line, checksum mismatch)
 none of the above             —        ok
 ============================  =======  ==========  ==========================================================
 
 ERROR statuses (``missing``, ``empty``, ``rejected``) are not publishable; WARN (``degraded``)
-is published, and its reasons are recorded. Facts that cannot be computed (an unreadable file)
+is published, and its reasons are recorded. The three ``klines_*`` facts are recorded by
+:class:`KlinesReconciler` for publishable pair-days only (``klines_status``: ``ok``,
+``mismatch``, ``missing``, ``unreadable``; null when not reconciled); whether a mismatch also
+stops publication is the pipeline's choice (``reconciliation.blocking``). Facts that cannot be computed (an unreadable file)
 are null. Line numbers in reasons are the file's (1-based, counting the header).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
-from mnemo_assets.binance.archive import ArchiveError, ArchiveFile, archive_key, parse_trades_file_name
+from mnemo_assets.binance.archive import (
+    ArchiveError,
+    ArchiveFile,
+    ArchiveMissingError,
+    archive_key,
+    klines_file_name,
+    parse_trades_file_name,
+)
+from mnemo_assets.binance.klines import (
+    DIFFERENCES,
+    compare_minute_arrays,
+    concat_minutes,
+    kline_minute_arrays,
+    parse_klines_batch,
+    trade_minute_arrays,
+)
 from mnemo_assets.binance.parse import (
     MAX_LINES_LISTED,
     TRADES_SCHEMA,
@@ -86,6 +113,11 @@ MAX_ID_RANGES = 100
 CONSTANT_SIDE_MIN_TRADES = 100
 
 ID_RANGE = pl.Struct({"first": pl.Int64, "last": pl.Int64})
+#: ``klines_status`` of a reconciled pair-day (null when it was not reconciled: reconciliation
+#: off, or a pair-day that is not publishable)
+KLINES_STATUSES: tuple[str, ...] = ("ok", "mismatch", "missing", "unreadable")
+#: pair-days reconciled per batch (one klines ``read_csv`` and one comparison per batch)
+KLINES_CHUNK = 32
 
 #: one row per ``(market, pair, day)`` ingested (or found missing)
 QUALITY_SCHEMA = pl.Schema(
@@ -120,6 +152,16 @@ QUALITY_SCHEMA = pl.Schema(
         "constant_taker_side": pl.Boolean,
         "non_finite_values": pl.Int64,
         "non_positive_values": pl.Int64,
+        # reconciliation with the exchange's 1m klines (null: not reconciled, see KLINES_STATUSES)
+        "klines_status": pl.String,
+        "klines_source": pl.String,
+        "klines_sha256": pl.String,
+        "klines_minutes_compared": pl.Int64,
+        "klines_minutes_differing": pl.Int64,
+        "klines_differences": DIFFERENCES,
+        "klines_trades_difference": pl.Int64,
+        "klines_first_difference": pl.Datetime("us"),
+        "klines_problems": pl.List(pl.String),
     }
 )
 
@@ -147,6 +189,9 @@ RULES: tuple[Rule, ...] = (
     Rule("constant_taker_side", "WARN", "degraded",
          f"every trade on one taker side, with >= {CONSTANT_SIDE_MIN_TRADES} trades"),
     Rule("previous_sha256", "WARN", "degraded", "the archive re-published the file"),
+    Rule("klines_mismatch", "WARN", "degraded", "the trades do not reconcile with the exchange's 1m klines"),
+    Rule("klines_missing", "WARN", "degraded", "no klines file to reconcile the trades with"),
+    Rule("klines_unreadable", "WARN", "degraded", "the klines file is not the archive's file or layout"),
 )
 
 
@@ -456,3 +501,144 @@ def error_row(market: str, pair: str, day: date, error: Exception, pegs: Iterabl
     row = base_row(market, pair, day, pegs)
     row.update(status="rejected", reasons=[f"unreadable: {error}"], source=source)
     return row
+
+
+# ---------------------------------------------------------------------------- klines reconciliation
+
+
+def _klines_problem(row: dict[str, Any], status: str, reason: str) -> None:
+    row["klines_status"] = status
+    row["reasons"] = [*row["reasons"], reason]
+    if row["status"] == "ok":
+        row["status"] = "degraded"
+
+
+def apply_klines_facts(row: dict[str, Any], facts: Mapping[str, Any], klines_file: ArchiveFile | None = None) -> None:
+    """Record a reconciliation (:func:`~mnemo_assets.binance.klines.reconcile`'s facts) in a ledger
+    row: the ``klines_*`` columns, and a pair-day that does not reconcile is ``degraded`` with the
+    reason."""
+    row.update({k: v for k, v in facts.items() if k in QUALITY_SCHEMA})
+    if klines_file is not None:
+        row.update(klines_source=getattr(klines_file, "url", None) or str(klines_file.path), klines_sha256=klines_file.sha256)
+    if facts["klines_status"] != "ok":
+        _klines_problem(row, facts["klines_status"], facts["reason"])
+
+
+def klines_error(row: dict[str, Any], error: Exception, klines_file: ArchiveFile | None = None) -> None:
+    """Record a pair-day whose klines could not be had: ``missing`` (no file) or ``unreadable``."""
+    if klines_file is not None:
+        row.update(klines_source=getattr(klines_file, "url", None) or str(klines_file.path), klines_sha256=klines_file.sha256)
+    if isinstance(error, ArchiveMissingError):
+        _klines_problem(row, "missing", f"klines_missing: no klines to reconcile ({error})")
+    else:
+        _klines_problem(row, "unreadable", f"klines_unreadable: {error}")
+
+
+_NOTHING_TO_COMPARE = {
+    "klines_status": "ok", "klines_minutes_compared": 0, "klines_minutes_differing": 0,
+    "klines_differences": dict.fromkeys(DIFFERENCES.to_schema(), 0), "klines_trades_difference": 0,
+    "klines_first_difference": None, "klines_problems": [], "reason": None,
+}
+
+
+class KlinesReconciler:
+    """Reconcile the publishable pair-days of one market-day with their 1m klines files.
+
+    :meth:`add` takes a pair-day's ledger row, its clean trades and its klines file (or the
+    error fetching it raised). Of the trades only their traded minutes are kept
+    (:func:`~mnemo_assets.binance.klines.trade_minute_arrays`, at most 1440 rows); every
+    ``chunk`` pair-days the klines files are read together (one ``read_csv``) and compared in
+    one query (:func:`~mnemo_assets.binance.klines.compare_minutes`). With ``background=True``
+    (the pipeline's way) all of it runs in one worker thread, overlapping the caller's own
+    reading and writing (zlib, numpy and polars release the GIL); at most ``in_flight``
+    pair-days of trades wait for it (``add`` blocks until one is done), so memory stays at a few
+    pair-days plus one chunk of minutes. :meth:`finish` waits and leaves every row updated
+    (:func:`apply_klines_facts`, :func:`klines_error`); the caller must not read the rows in
+    between. The results do not depend on ``background`` or ``chunk``.
+    """
+
+    def __init__(self, market: str, day: date, *, chunk: int = KLINES_CHUNK, background: bool = True, in_flight: int = 2):
+        self.market, self.day, self.chunk = market, day, max(1, chunk)
+        self._pending: list[tuple[dict[str, Any], dict, ArchiveFile, bytes]] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"klines-{market}") if background else None
+        self._slots = threading.BoundedSemaphore(max(1, in_flight))
+        self._futures: list[Future] = []
+        self._done = False
+        self.reconciled = 0
+
+    def add(self, row: dict[str, Any], trades: pl.DataFrame, klines: ArchiveFile | Exception) -> None:
+        """Reconcile one publishable pair-day (its row is updated by :meth:`finish`)."""
+        if self._done:
+            raise RuntimeError("KlinesReconciler.add after done_adding")
+        self.reconciled += 1
+        if isinstance(klines, Exception):
+            klines_error(row, klines)
+            return
+        if self._pool is None:
+            self._prepare(row, trades, klines)
+            return
+        self._slots.acquire()
+        self._futures.append(self._pool.submit(self._prepare, row, trades, klines))
+
+    def _prepare(self, row: dict[str, Any], trades: pl.DataFrame, f: ArchiveFile) -> None:
+        from mnemo_assets.binance.parse import read_zip_member
+
+        try:
+            arrays = trade_minute_arrays(trades, checked=True)
+            del trades
+            try:
+                data = read_zip_member(Path(f.path), klines_file_name(f.pair, f.day, "csv"))
+            except ArchiveError as exc:
+                klines_error(row, exc, f)
+                return
+            self._pending.append((row, arrays, f, data))
+        finally:
+            if self._pool is not None:
+                self._slots.release()
+        if len(self._pending) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        klines, errors = parse_klines_batch([(data, f.pair, str(f.path)) for _, _, f, data in batch], self.market)
+        for i, exc in errors.items():
+            klines_error(batch[i][0], exc, batch[i][2])
+        keep = [i for i in range(len(batch)) if i not in errors]
+        if not keep:
+            return
+        ours = concat_minutes([batch[i][1] for i in keep])  # key = position in keep
+        position = np.full(len(batch), -1, np.int64)
+        position[keep] = np.arange(len(keep))
+        theirs = kline_minute_arrays(klines)
+        theirs["key"] = position[theirs["key"].astype(np.int64)]
+        facts = compare_minute_arrays(ours, theirs, self.market, self.day)
+        for new, i in enumerate(keep):
+            row, _, f, _ = batch[i]
+            apply_klines_facts(row, facts.get(new) or _NOTHING_TO_COMPARE, f)
+
+    def done_adding(self) -> None:
+        """Every pair-day was added: start on the last chunk now (the worker runs it while the
+        caller finishes its own writing); :meth:`finish` then only waits."""
+        if self._pool is not None and not self._done:
+            self._futures.append(self._pool.submit(self._flush))
+        self._done = True
+
+    def finish(self) -> None:
+        """Reconcile what is left and wait for all of it (re-raising a failure)."""
+        try:
+            if self._pool is None:
+                self._flush()
+                return
+            self.done_adding()
+            for fut in self._futures:
+                fut.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker (what is queued and not started is dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -866,6 +866,17 @@ class SyntheticArchive(ArchiveSource):
         self._require(market, pair, day)
         return self._materialise(self.cache_dir, market, pair, day, datasets=(dataset,))[0]
 
+    def fetch_datasets(
+        self, market: str, pair: str, day: date, datasets: tuple[str, ...] = (TRADES, KLINES),
+    ) -> dict[str, ArchiveFile | ArchiveError]:
+        """The day's files of ``datasets``, generating the day's trades at most once for all."""
+        datasets = tuple(check_dataset(d) for d in datasets)
+        try:
+            self._require(market, pair, day)
+            return dict(zip(datasets, self._materialise(self.cache_dir, market, pair, day, datasets=datasets), strict=True))
+        except ArchiveError as exc:
+            return dict.fromkeys(datasets, exc)
+
     def write_mirror(
         self,
         dest: str | Path,
