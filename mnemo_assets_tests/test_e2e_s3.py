@@ -89,7 +89,7 @@ def test_incremental_backfill_through_the_daemon_completes_on_s3(stack):
     # days 1-5: trades, grids and the index partials of every day; returns (and what reads
     # them) up to day 4 (day 5 waits for the grid of day 6)
     for asset, days in before.items():
-        expected = DAYS[:5] if asset.endswith(("trades", "quality", "grid_5s", "grid_10m", "index_partials_1h")) else DAYS[:4]
+        expected = DAYS[:5] if asset.endswith(("trades", "quality", "grid_5s", "grid_10m", "ipart_1h")) else DAYS[:4]
         assert days == expected, asset
     assert not list((stack.base / "cwd").rglob("s3:*")) and not list(REPO.glob("s3:*"))
 
@@ -125,7 +125,7 @@ def test_a_planted_skip_through_the_daemon_exits_non_zero_naming_the_asset_day(s
     (ARTIFACTS / "e2e-s3-planted-skip.txt").write_text(out)
     assert planted.is_set(), out
     assert proc.returncode == 1, out + "\n" + stack.log_tail()
-    assert re.search(r"(FAILED|NOT DONE): binance/spot/usdt/spot_usdt_returns_10m 2024-12-05", out), out
+    assert re.search(r"(FAILED|NOT DONE): binance/spot/usdt/spot_usdt_ret_10m 2024-12-05", out), out
     # what did not depend on the deleted grid was done
     table = rows(out)
     assert table["binance/spot/spot_trades"][:2] == (1, 1), out

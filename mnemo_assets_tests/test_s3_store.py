@@ -127,7 +127,7 @@ def test_backfills_complete_and_the_cli_summary_matches_the_store(stores):
         stored_s3 = existing_days(ROOT, dataset_of(graph, key))
         assert stored_s3 == existing_days(stores.local.data_root, dataset_of(graph, key)), key
         # days 1-3 in process + what the CLI added = every day whose inputs exist
-        expected = DAYS if key.path[-1].endswith(("trades", "quality", "grid_5s", "grid_10m", "index_partials_1h")) else DAYS[:4]
+        expected = DAYS if key.path[-1].endswith(("trades", "quality", "grid_5s", "grid_10m", "ipart_1h")) else DAYS[:4]
         assert stored_s3 == expected, key
 
 
@@ -157,7 +157,7 @@ def test_every_reader_reads_back_what_the_local_root_holds(stores):
         local = ParquetDataset(dataset, stores.local.data_root).lazyframe().collect()
         assert s3.schema == local.schema, key
         if key.path[-1].endswith("quality"):  # where the archive files were cached differs
-            s3, local = s3.drop("source"), local.drop("source")
+            s3, local = s3.drop("source", "klines_source"), local.drop("source", "klines_source")
         # incremental (days 1-3, then 4-5) equals full (days 1-5 at once), SPEC's tolerance
         assert_frame_equal(s3, local, rel_tol=1e-9, abs_tol=1e-12), key
     for interval in ("5s", "10m"):
@@ -301,7 +301,7 @@ def test_metadata_engine_compute_on_s3(stores):
     summary = engine.compute(recompute=True, start=DAYS[1], end=DAYS[2], progress=False, instance=instance)
     instance.dispose()
     assert summary.ok, "\n".join(summary.lines())
-    metadata = summary.assets["binance/spot/usdt/spot_usdt_metadata_1h"]
+    metadata = summary.assets["binance/spot/usdt/spot_usdt_meta_1h"]
     assert metadata.planned == metadata.materialized == 2 and not metadata.failed and not metadata.unaccounted
     # upstream assets were stored: nothing of them re-ran
     assert summary.assets["binance/spot/usdt/spot_usdt_grid_5s"].planned == 0
@@ -329,10 +329,10 @@ def test_a_planted_skip_fails_loudly_naming_the_asset_day(stores, monkeypatch, c
     monkeypatch.setenv("MNEMO_CONFIG", str(stores.base / "s3.yaml"))
     monkeypatch.setenv("DAGSTER_HOME", str(stores.base / "home_skip"))
     try:
-        code = cli.main(["materialize", "--select", "key:binance/spot/usdt/spot_usdt_returns_10m", "--start", DAYS[3].isoformat(),
+        code = cli.main(["materialize", "--select", "key:binance/spot/usdt/spot_usdt_ret_10m", "--start", DAYS[3].isoformat(),
                          "--end", DAYS[3].isoformat(), "--quiet"])
         out = capsys.readouterr()
         assert code == 1, out.out + out.err
-        assert "FAILED: binance/spot/usdt/spot_usdt_returns_10m 2024-12-04" in out.out, out.out
+        assert "FAILED: binance/spot/usdt/spot_usdt_ret_10m 2024-12-04" in out.out, out.out
     finally:
         client.put_object(Bucket=bucket, Key=key, Body=kept)

@@ -150,7 +150,7 @@ def test_a_failing_check_fails_the_step_and_blocks_downstream(settings, data_roo
 
     monkeypatch.setattr(grid_defs, "grid_checks", broken)
     d = build_definitions(settings)
-    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] == "spot" and k.path[-1].endswith(("_trades", "_quality", "_usdt_grid_5s", "_usdt_returns_10m"))]
+    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] == "spot" and k.path[-1].endswith(("_trades", "_quality", "_usdt_grid_5s", "_usdt_ret_10m"))]
     tags = {"dagster/asset_partition_range_start": "2024-12-01", "dagster/asset_partition_range_end": "2024-12-03"}
     result = materialize(list(d.assets), selection=keys, tags=tags, resources=d.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
