@@ -6,8 +6,8 @@ day, USD-M and COIN-M too). This script ingests one day of all three markets thr
 Dagster assets (``binance__{market}__trades``: trades + quality ledger, in process, the way
 ``mnemo materialize`` runs them) and prints the ratio::
 
-    .venv/bin/python bench/ingest_bench.py                 # 2025-01-15, 7 clean runs of each variant
-    .venv/bin/python bench/ingest_bench.py --day 2024-12-20 --rounds 11 --workdir /tmp/mnemo-bench-ingest
+    .venv/bin/python bench/klines_bench.py                 # 2025-01-15, 7 clean runs of each variant
+    .venv/bin/python bench/klines_bench.py --day 2024-12-20 --rounds 11 --workdir /tmp/mnemo-bench-ingest
 
 **Variants**, measured in the same process, interleaved round-robin (the order rotates every
 round, so drift on a shared machine hits all of them alike):
@@ -199,7 +199,7 @@ def main() -> None:
     ratio = {f"{v}/off": {k: round(s[v][k] / s["off"][k], 3) for k in ("wall_s", "steps_s", "cpu_s", "thread_cpu_s")}
              for v in ("on", "inline")}
     result = {"day": args.day.isoformat(), "trades_per_day": args.trades_per_day, "inputs": inputs, "summary": s, "ratios": ratio, "ledgers": ledgers, "runs": runs}
-    (workdir / "ingest_bench_last.json").write_text(json.dumps(result, indent=1, default=str))
+    (workdir / "klines_bench_last.json").write_text(json.dumps(result, indent=1, default=str))
     print("=" * 78)
     what = "demo configuration" if args.trades_per_day == 200_000 else f"demo configuration but {args.trades_per_day:,} trades/day"
     print(f"ingest of {args.day}, {what}: " + ", ".join(
