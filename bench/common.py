@@ -56,7 +56,6 @@ def add_common_args(p: argparse.ArgumentParser, repeat: int = 3) -> argparse.Arg
     p.add_argument("--pegs", default="USDT,USDC",
                    help="spot pegs of the synthetic universe; every symbol trades on the first, ~1/5 also on the others "
                         "(default USDT,USDC)")
-    p.add_argument("--row-group-size", type=int, default=500_000, help="parquet row group size of the trades file")
     return p
 
 
@@ -67,16 +66,22 @@ def _log(msg: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
 
 
-def trades_path(args: argparse.Namespace) -> Path:
+def store_root(args: argparse.Namespace) -> Path:
+    """A store root holding the synthetic day as the trades asset writes it."""
     pegs = args.pegs.replace(",", "-")
-    name = f"trades_{args.day}_n{args.trades}_s{args.symbols}_seed{args.seed}_{pegs}_rg{args.row_group_size}.parquet"
-    return Path(args.workdir) / name
+    return Path(args.workdir) / f"store_n{args.trades}_s{args.symbols}_seed{args.seed}_{pegs}"
+
+
+def trades_path(args: argparse.Namespace) -> Path:
+    """The stored trades partition of the synthetic day (``binance/spot/trades/date=.../part-0.parquet``)."""
+    from mnemo_assets.storage.layout import partition_file, trades_dataset
+
+    return store_root(args) / partition_file(trades_dataset("spot"), args.day)
 
 
 def grid_path(args: argparse.Namespace, peg: str | None = None) -> Path:
-    t = trades_path(args)
     suffix = "" if peg is None else f"_{peg}"
-    return t.with_name(t.stem + f"_grid{GRID_INTERVAL}{suffix}.parquet")
+    return store_root(args) / f"grid{GRID_INTERVAL}{suffix}.parquet"
 
 
 def _pick_pairs(args: argparse.Namespace, trades_per_day: int):
@@ -104,14 +109,20 @@ def _pick_pairs(args: argparse.Namespace, trades_per_day: int):
 
 
 def build_trades(args: argparse.Namespace) -> Path:
-    """One parquet file of normalised trades (``parse.TRADES_SCHEMA``) of one synthetic day."""
+    """The day's normalised trades stored exactly as the trades asset stores them: pairs in
+    ``(symbol, peg_symbol)`` order, each pair's trades sorted by ``(time, trade_id)``, written
+    batch by batch (one row group per pair, split at pyarrow's 1Mi rows) by
+    ``storage.parquet.write_partition`` (zstd, statistics, symbol footer, content hash)."""
     import polars as pl
 
+    from mnemo_assets.binance.parse import TRADES_SCHEMA
+    from mnemo_assets.storage.layout import trades_dataset
+    from mnemo_assets.storage.parquet import Batches, write_partition
+
     path = trades_path(args)
-    meta = path.with_suffix(".json")
+    meta = path.with_name("bench.json")
     if path.exists() and meta.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tpd = args.trades
     arch, infos, expected = _pick_pairs(args, tpd)
@@ -122,20 +133,27 @@ def build_trades(args: argparse.Namespace) -> Path:
         arch, infos, expected = _pick_pairs(args, tpd)
     _log(f"generating {len(infos)} pairs / {len({i.symbol for i in infos})} symbols, ~{expected:,} trades "
          f"(SyntheticArchive trades_per_day={tpd:,}) ...")
-    frames = [arch.normalised_trades("spot", i.pair, args.day) for i in sorted(infos, key=lambda i: i.pair)]
-    df = pl.concat(frames, how="vertical", rechunk=False)
-    t1 = time.perf_counter()
-    tmp = path.with_name(path.name + ".tmp")
-    df.write_parquet(tmp, compression="zstd", row_group_size=args.row_group_size, statistics=True)
-    os.replace(tmp, path)
+    counts: dict[str, int] = {}
+
+    def frames():
+        for i in sorted(infos, key=lambda i: (i.symbol, i.peg)):  # as defs/trades.py: (symbol, peg) order
+            df = arch.normalised_trades("spot", i.pair, args.day).sort("time", "trade_id", maintain_order=True)
+            counts[i.peg] = counts.get(i.peg, 0) + df.height
+            yield df
+
+    res = write_partition(Batches(TRADES_SCHEMA, frames()), store_root(args), trades_dataset("spot"), args.day)
     t2 = time.perf_counter()
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
     info = {
-        "rows": df.height, "pairs": len(infos), "symbols": df["symbol"].n_unique(),
-        "pegs": df.group_by("peg_symbol").len().sort("peg_symbol").rows(), "trades_per_day_knob": tpd,
-        "file_bytes": path.stat().st_size, "generate_s": round(t1 - t0, 2), "write_s": round(t2 - t1, 2),
+        "rows": res.rows, "pairs": len(infos), "symbols": len(res.symbols), "pegs": sorted(counts.items()),
+        "row_groups": md.num_row_groups, "trades_per_day_knob": tpd, "file_bytes": path.stat().st_size,
+        "build_s": round(t2 - t0, 2),
     }
     meta.write_text(json.dumps(info, indent=1) + "\n")
-    _log(f"wrote {path} ({df.height:,} rows, {info['file_bytes'] / 2**20:.0f} MiB) in {t2 - t0:.1f} s")
+    _log(f"wrote {path} ({res.rows:,} rows, {md.num_row_groups} row groups, {info['file_bytes'] / 2**20:.0f} MiB) "
+         f"in {t2 - t0:.1f} s")
     return path
 
 
@@ -158,7 +176,7 @@ def build_grid(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def describe_inputs(args: argparse.Namespace) -> dict:
-    meta = trades_path(args).with_suffix(".json")
+    meta = trades_path(args).with_name("bench.json")
     return json.loads(meta.read_text()) if meta.exists() else {}
 
 
