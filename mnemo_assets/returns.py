@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from mnemo_assets.intervals import day_interval, day_start, to_micros
@@ -38,23 +39,47 @@ def key_dtype(dtype: pl.DataType) -> pl.DataType:
     return dtype if isinstance(dtype, pl.Enum) else pl.String
 
 
+def _sort_unless_sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` stably sorted by ``(symbol, mark time)``; returned as it is when it already is
+    (a stored grid is: rows by symbol then time), which is what the stable sort would return.
+    Verified on the data (one pass), never assumed."""
+    if frame.height < 2:
+        return frame
+    sym, t = pl.col("symbol"), pl.col(MARK_TIME)
+    if frame.get_column("symbol").null_count() or frame.get_column(MARK_TIME).null_count():
+        return frame.sort("symbol", MARK_TIME, maintain_order=True)
+    if isinstance(frame.schema["symbol"], pl.Enum):
+        sym = sym.to_physical()  # Enum order is the physical order
+    ordered = frame.select(
+        ((sym.shift(1) < sym) | ((sym.shift(1) == sym) & (t.shift(1) <= t))).slice(1).all()
+    ).item()
+    if ordered:
+        return frame
+    return frame.sort("symbol", MARK_TIME, maintain_order=True)
+
+
+def sort_marks(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """A ``(symbol, mark time, mark fair)`` frame stably sorted by symbol and time, skipping the
+    sort when the rows already are in that order (checked when collected)."""
+    return lf.map_batches(_sort_unless_sorted, schema=lf.collect_schema())
+
+
 def prepare_backend(
     backend: pl.LazyFrame | pl.DataFrame,
     fair_expr: pl.Expr = pl.col("vwap_total_by_base"),
     time_expr: pl.Expr = pl.col("last_trade_time"),
 ) -> pl.LazyFrame:
     """``(symbol, mark time, mark fair)`` of a backend, sorted by symbol and time (stable, so
-    rows with equal times keep backend order and the as-of join takes the last of them)."""
+    rows with equal times keep backend order and the as-of join takes the last of them). A
+    backend already in that order (a stored grid) is not sorted again."""
     lf = backend.lazy()
     sym = lf.collect_schema()["symbol"]
-    return (
+    return sort_marks(
         lf.select(
             pl.col("symbol").cast(key_dtype(sym)),
             time_expr.cast(pl.Datetime("us")).alias(MARK_TIME),
             fair_expr.cast(pl.Float64).alias(MARK_FAIR),
-        )
-        .filter(pl.col(MARK_TIME).is_not_null())
-        .sort("symbol", MARK_TIME, maintain_order=True)
+        ).filter(pl.col(MARK_TIME).is_not_null())
     )
 
 
@@ -78,6 +103,24 @@ def query_marks(
     for reserved in ("max_tick_to_query_lag", "return"):
         if reserved in columns:
             raise ValueError(f"the query already has a {reserved!r} column")
+    key = prepared.collect_schema()["symbol"]
+    if isinstance(key, pl.Enum):
+        schema = q.collect_schema()
+        schema.update({"max_tick_to_query_lag": pl.Duration("us"), "return": pl.Float64})
+        out = pl.defer(
+            lambda: _query_marks_sorted(q, prepared, start_time_expr, duration_us, tolerance_us), schema=schema
+        )
+    else:
+        out = _query_marks_join(q, prepared, start_time_expr, duration_us, tolerance_us)
+    if not append_lag:
+        out = out.drop("max_tick_to_query_lag")
+    return out
+
+
+def _query_marks_join(
+    q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int
+) -> pl.LazyFrame:
+    """:func:`query_marks` by two as-of joins (any symbol dtype)."""
     key = prepared.collect_schema()["symbol"]
     keys = q.with_row_index(_RID).select(
         _RID,
@@ -111,10 +154,107 @@ def query_marks(
         )
     )
     # every query row went through the lookups: back in query order by sorting on the row index
-    out = pl.concat([q, marks.sort(_RID).drop(_RID)], how="horizontal")
-    if not append_lag:
-        out = out.drop("max_tick_to_query_lag")
+    return pl.concat([q, marks.sort(_RID).drop(_RID)], how="horizontal")
+
+
+#: a lookup key ``symbol code × span + time`` must stay below this
+_KEY_LIMIT = 2**62
+
+
+def _search_marks(b_code: np.ndarray, b_key: np.ndarray, q_code: np.ndarray, q_key: np.ndarray,
+                  threads: int) -> np.ndarray:
+    """For sorted backend keys, the index of the last backend row with key <= each query key
+    and the same symbol code (-1: none). Queries are sorted in ``threads`` independent parts
+    (numpy sorts and searches release the GIL); a search over sorted needles is a merge."""
+    n = len(q_key)
+    out = np.full(n, -1, dtype=np.int64)
+
+    def part(lo: int, hi: int) -> None:
+        keys = q_key[lo:hi]
+        order = np.argsort(keys)
+        found = np.searchsorted(b_key, keys[order], side="right") - 1
+        hit = found >= 0
+        hit[hit] = b_code[found[hit]] == q_code[lo:hi][order][hit]
+        res = np.where(hit, found, -1)
+        out[lo + order] = res
+
+    bounds = np.linspace(0, n, max(1, min(threads, n // 100_000 + 1)) + 1).astype(np.int64)
+    if len(bounds) == 2:
+        part(0, n)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(bounds) - 1) as pool:
+            list(pool.map(lambda i: part(int(bounds[i]), int(bounds[i + 1])), range(len(bounds) - 1)))
     return out
+
+
+def _query_marks_sorted(
+    q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int
+) -> pl.DataFrame:
+    """:func:`query_marks` for an Enum-keyed backend: each mark is found by a binary search of
+    ``symbol code × span + time`` over the sorted backend (the last row with a key <= the
+    query's: the as-of rule, ties to the last backend row), then the same polars expressions
+    as the join path compute lags and returns from the gathered marks."""
+    query = q.collect()
+    back = prepared.collect()
+    key = back.schema["symbol"]
+    keys = query.select(
+        pl.col("symbol").cast(pl.String).cast(key, strict=False).to_physical().cast(pl.Int64).alias(_SYM),
+        start_time_expr.cast(pl.Datetime("us")).cast(pl.Int64).alias(_T0),
+    )
+    back = _sort_unless_sorted(back.filter(pl.col("symbol").is_not_null()))  # a no-op for prepare_backend's frames
+    n = query.height
+    idx0 = idx1 = pl.Series(np.full(n, -1, dtype=np.int64))
+    if back.height and n:
+        b_code = back.get_column("symbol").to_physical().cast(pl.Int64).to_numpy()
+        b_time = back.get_column(MARK_TIME).cast(pl.Int64).to_numpy()
+        t_min, t_max = int(b_time.min()), int(b_time.max())
+        span = t_max - t_min + 2  # times map to [-1, span - 2] after clipping
+        if (int(b_code.max()) + 2) * span >= _KEY_LIMIT:  # ~10^4 symbols over ~10 years: the joins
+            return _query_marks_join(query.lazy(), back.lazy(), start_time_expr, duration_us, tolerance_us).collect()
+        b_key = b_code * span + (b_time - t_min)
+        q_code = keys.get_column(_SYM).fill_null(-1).to_numpy()
+        t0 = keys.get_column(_T0)
+        valid = (q_code >= 0) & t0.is_not_null().to_numpy()
+        rows = np.flatnonzero(valid)
+        code = q_code[rows]
+        t = t0.fill_null(0).to_numpy()[rows]
+        # clipping keeps every answer: a time before the first mark finds none, after the last
+        # finds the symbol's last row (and no int64 overflow for far-away times)
+        c0 = np.clip(t, t_min - 1 - duration_us, t_max)
+        k0 = code * span + (np.clip(c0, t_min - 1, t_max) - t_min)
+        k1 = code * span + (np.clip(c0 + duration_us, t_min - 1, t_max) - t_min)
+        threads = pl.thread_pool_size()
+        found0 = _search_marks(b_code, b_key, code, k0, threads)
+        found1 = _search_marks(b_code, b_key, code, k1, threads)
+        i0 = np.full(n, -1, dtype=np.int64)
+        i1 = np.full(n, -1, dtype=np.int64)
+        i0[rows] = found0
+        i1[rows] = found1
+        idx0, idx1 = pl.Series(i0), pl.Series(i1)
+    none = pl.lit(None, dtype=pl.Int64)
+    mark_time, mark_fair = back.get_column(MARK_TIME), back.get_column(MARK_FAIR)
+    at = pl.DataFrame({"i0": idx0, "i1": idx1}).select(
+        pl.when(pl.col("i0") >= 0).then(pl.col("i0")).otherwise(none).alias("i0"),
+        pl.when(pl.col("i1") >= 0).then(pl.col("i1")).otherwise(none).alias("i1"),
+    )
+    marks = pl.DataFrame({
+        _T0: keys.get_column(_T0).cast(pl.Datetime("us")),
+        "m0": mark_time.gather(at.get_column("i0")),
+        "f0": mark_fair.gather(at.get_column("i0")),
+        "m1": mark_time.gather(at.get_column("i1")),
+        "f1": mark_fair.gather(at.get_column("i1")),
+    })
+    tol = pl.duration(microseconds=tolerance_us)
+    lag0 = pl.col(_T0) - pl.col("m0")
+    lag1 = (pl.col(_T0) + pl.duration(microseconds=duration_us)) - pl.col("m1")
+    fair0 = pl.when(lag0 <= tol).then(pl.col("f0"))
+    result = marks.select(
+        pl.max_horizontal(lag0, lag1).alias("max_tick_to_query_lag"),
+        (pl.when(lag1 <= tol).then(pl.col("f1")) / fair0 - 1.0).alias("return"),
+    )
+    return pl.concat([query, result], how="horizontal")
 
 
 def returns_grid(universe: pl.LazyFrame | pl.DataFrame, returns_interval: str | timedelta) -> pl.LazyFrame:
@@ -224,7 +364,7 @@ def pruned_backend(
     t = time_expr.cast(pl.Datetime("us"))
     window = window.filter((t >= start) & (t <= end))
     carry = last_rows_before(lf, start, fair_expr, time_expr)
-    return pl.concat([carry, prepare_backend(window, fair_expr, time_expr)]).sort("symbol", MARK_TIME, maintain_order=True)
+    return sort_marks(pl.concat([carry, prepare_backend(window, fair_expr, time_expr)]))
 
 
 def returns_violations(
