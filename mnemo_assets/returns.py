@@ -161,41 +161,38 @@ def _query_marks_join(
 _KEY_LIMIT = 2**62
 
 
-def _search_marks(b_code: np.ndarray, b_key: np.ndarray, q_code: np.ndarray, q_key: np.ndarray,
-                  threads: int) -> np.ndarray:
-    """For sorted backend keys, the index of the last backend row with key <= each query key
-    and the same symbol code (-1: none). Queries are sorted in ``threads`` independent parts
-    (numpy sorts and searches release the GIL); a search over sorted needles is a merge."""
-    n = len(q_key)
-    out = np.full(n, -1, dtype=np.int64)
-
-    def part(lo: int, hi: int) -> None:
-        keys = q_key[lo:hi]
-        order = np.argsort(keys)
-        found = np.searchsorted(b_key, keys[order], side="right") - 1
-        hit = found >= 0
-        hit[hit] = b_code[found[hit]] == q_code[lo:hi][order][hit]
-        res = np.where(hit, found, -1)
-        out[lo + order] = res
-
-    bounds = np.linspace(0, n, max(1, min(threads, n // 100_000 + 1)) + 1).astype(np.int64)
-    if len(bounds) == 2:
-        part(0, n)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(bounds) - 1) as pool:
-            list(pool.map(lambda i: part(int(bounds[i]), int(bounds[i + 1])), range(len(bounds) - 1)))
-    return out
+def _lookup_part(b_code, b_key, b_time, b_fair, b_fair_ok, code, t, k0, k1, duration_us, tolerance_us):
+    """Both marks of a part of the queries, computed in the order of their sorted keys (the
+    searches merge through the backend and the marks are gathered in backend order); returns
+    ``(order, lag, lag_ok, ret, ret_ok)`` in that order."""
+    order = np.argsort(k0)
+    code_s = code[order]
+    t0 = t[order]
+    out = []
+    for keys, at in ((k0[order], t0), (k1[order], t0 + duration_us)):
+        found = np.searchsorted(b_key, keys, side="right") - 1
+        ok = found >= 0
+        np.maximum(found, 0, out=found)
+        ok &= b_code[found] == code_s  # no row of this symbol at or before the time: no mark
+        lag = at - b_time[found]
+        fresh = ok & (lag <= tolerance_us)
+        out.append((ok, lag, fresh & b_fair_ok[found], b_fair[found]))
+    (ok0, lag0, use0, f0), (ok1, lag1, use1, f1) = out
+    lag = np.where(ok0 & ok1, np.maximum(lag0, lag1), np.where(ok0, lag0, lag1))
+    with np.errstate(all="ignore"):
+        ret = f1 / f0 - 1.0
+    return order, lag, ok0 | ok1, ret, use0 & use1
 
 
 def _query_marks_sorted(
     q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int
 ) -> pl.DataFrame:
-    """:func:`query_marks` for an Enum-keyed backend: each mark is found by a binary search of
-    ``symbol code × span + time`` over the sorted backend (the last row with a key <= the
-    query's: the as-of rule, ties to the last backend row), then the same polars expressions
-    as the join path compute lags and returns from the gathered marks."""
+    """:func:`query_marks` for an Enum-keyed backend. Each mark is the result of a binary search
+    of ``symbol code × span + time`` over the sorted backend: the last row with a key <= the
+    query's, i.e. the as-of rule with ties to the last backend row. The queries are sorted by
+    that key in one part per thread (numpy sorts and searches release the GIL), so searches
+    and gathers walk the backend in order; the lag and return arithmetic is polars' own
+    (``t − T``, ``F1 / F0 − 1`` in float64), nulls where a mark is missing, stale or null."""
     query = q.collect()
     back = prepared.collect()
     key = back.schema["symbol"]
@@ -205,54 +202,55 @@ def _query_marks_sorted(
     )
     back = _sort_unless_sorted(back.filter(pl.col("symbol").is_not_null()))  # a no-op for prepare_backend's frames
     n = query.height
-    idx0 = idx1 = pl.Series(np.full(n, -1, dtype=np.int64))
+    lag_all = np.zeros(n, dtype=np.int64)
+    lag_ok = np.zeros(n, dtype=bool)
+    ret_all = np.zeros(n, dtype=np.float64)
+    ret_ok = np.zeros(n, dtype=bool)
     if back.height and n:
         b_code = back.get_column("symbol").to_physical().cast(pl.Int64).to_numpy()
         b_time = back.get_column(MARK_TIME).cast(pl.Int64).to_numpy()
+        fair = back.get_column(MARK_FAIR)
+        b_fair_ok = fair.is_not_null().to_numpy()
+        b_fair = fair.fill_null(0.0).to_numpy()
         t_min, t_max = int(b_time.min()), int(b_time.max())
-        span = t_max - t_min + 2  # times map to [-1, span - 2] after clipping
+        span = t_max - t_min + 2  # clipped times map to [-1, span - 2]
         if (int(b_code.max()) + 2) * span >= _KEY_LIMIT:  # ~10^4 symbols over ~10 years: the joins
             return _query_marks_join(query.lazy(), back.lazy(), start_time_expr, duration_us, tolerance_us).collect()
         b_key = b_code * span + (b_time - t_min)
         q_code = keys.get_column(_SYM).fill_null(-1).to_numpy()
         t0 = keys.get_column(_T0)
-        valid = (q_code >= 0) & t0.is_not_null().to_numpy()
-        rows = np.flatnonzero(valid)
+        rows = np.flatnonzero((q_code >= 0) & t0.is_not_null().to_numpy())
         code = q_code[rows]
         t = t0.fill_null(0).to_numpy()[rows]
-        # clipping keeps every answer: a time before the first mark finds none, after the last
-        # finds the symbol's last row (and no int64 overflow for far-away times)
+        # clipping keeps every answer (a time before the first mark finds none, one after the
+        # last finds the symbol's last row) and keeps far-away times from overflowing
         c0 = np.clip(t, t_min - 1 - duration_us, t_max)
         k0 = code * span + (np.clip(c0, t_min - 1, t_max) - t_min)
         k1 = code * span + (np.clip(c0 + duration_us, t_min - 1, t_max) - t_min)
-        threads = pl.thread_pool_size()
-        found0 = _search_marks(b_code, b_key, code, k0, threads)
-        found1 = _search_marks(b_code, b_key, code, k1, threads)
-        i0 = np.full(n, -1, dtype=np.int64)
-        i1 = np.full(n, -1, dtype=np.int64)
-        i0[rows] = found0
-        i1[rows] = found1
-        idx0, idx1 = pl.Series(i0), pl.Series(i1)
-    none = pl.lit(None, dtype=pl.Int64)
-    mark_time, mark_fair = back.get_column(MARK_TIME), back.get_column(MARK_FAIR)
-    at = pl.DataFrame({"i0": idx0, "i1": idx1}).select(
-        pl.when(pl.col("i0") >= 0).then(pl.col("i0")).otherwise(none).alias("i0"),
-        pl.when(pl.col("i1") >= 0).then(pl.col("i1")).otherwise(none).alias("i1"),
-    )
-    marks = pl.DataFrame({
-        _T0: keys.get_column(_T0).cast(pl.Datetime("us")),
-        "m0": mark_time.gather(at.get_column("i0")),
-        "f0": mark_fair.gather(at.get_column("i0")),
-        "m1": mark_time.gather(at.get_column("i1")),
-        "f1": mark_fair.gather(at.get_column("i1")),
-    })
-    tol = pl.duration(microseconds=tolerance_us)
-    lag0 = pl.col(_T0) - pl.col("m0")
-    lag1 = (pl.col(_T0) + pl.duration(microseconds=duration_us)) - pl.col("m1")
-    fair0 = pl.when(lag0 <= tol).then(pl.col("f0"))
-    result = marks.select(
-        pl.max_horizontal(lag0, lag1).alias("max_tick_to_query_lag"),
-        (pl.when(lag1 <= tol).then(pl.col("f1")) / fair0 - 1.0).alias("return"),
+        parts = max(1, min(pl.thread_pool_size(), len(rows) // 200_000))
+        bounds = np.linspace(0, len(rows), parts + 1).astype(np.int64)
+
+        def part(i: int) -> None:
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            order, lag, lok, ret, rok = _lookup_part(
+                b_code, b_key, b_time, b_fair, b_fair_ok, code[lo:hi], t[lo:hi], k0[lo:hi], k1[lo:hi],
+                duration_us, tolerance_us,
+            )
+            where = rows[lo:hi][order]
+            lag_all[where], lag_ok[where], ret_all[where], ret_ok[where] = lag, lok, ret, rok
+
+        if parts == 1:
+            part(0)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(parts) as pool:
+                list(pool.map(part, range(parts)))
+    result = pl.DataFrame(
+        {"lag": pl.Series(lag_all).cast(pl.Duration("us")), "lag_ok": lag_ok, "ret": ret_all, "ret_ok": ret_ok}
+    ).select(
+        pl.when("lag_ok").then(pl.col("lag")).alias("max_tick_to_query_lag"),
+        pl.when("ret_ok").then(pl.col("ret")).alias("return"),
     )
     return pl.concat([query, result], how="horizontal")
 
