@@ -6,18 +6,8 @@ Run it alone to build (or reuse) the cached inputs::
 
 Inputs are cached under ``--workdir`` by their parameters; a cached file is reused as is.
 
-Measurement model used by every benchmark:
-
-* the parent process builds inputs, warms the OS page cache (one untimed full read of every file
-  involved), then runs **each engine in its own fresh subprocess** (``python bench/<script>.py
-  --worker ...``);
-* the worker does one untimed warm-up run of its work, then ``--repeat`` timed runs and reports
-  the best (min) wall time; it prints one JSON line;
-* the parent gets the worker's peak RSS from ``os.wait4`` (the kernel's ``ru_maxrss`` of exactly
-  that child, i.e. its VmHWM: interpreter + imports + the engine's peak, file-backed mmap pages
-  included). The worker also samples its anonymous RSS (``RssAnon``, heap only, mmapped file
-  pages excluded) every 5 ms and reports its peak, and the RSS right after imports/preload
-  (before any timed work) so the engine's own increment can be read off.
+Measurement model used by every benchmark: see "measuring" below (fresh subprocess per
+measurement, one warm-up and one timed run, engines interleaved round-robin, medians).
 """
 
 from __future__ import annotations
@@ -25,9 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -46,11 +36,11 @@ GRID_INTERVAL = "5s"
 # --------------------------------------------------------------------------- arguments
 
 
-def add_common_args(p: argparse.ArgumentParser, repeat: int = 3) -> argparse.ArgumentParser:
+def add_common_args(p: argparse.ArgumentParser, rounds: int = 5) -> argparse.ArgumentParser:
     p.add_argument("--trades", type=int, default=20_000_000, help="target trades in the day (default 20M)")
     p.add_argument("--symbols", type=int, default=300, help="distinct symbols in the day (default 300)")
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"cache folder for inputs (default {DEFAULT_WORKDIR})")
-    p.add_argument("--repeat", type=int, default=repeat, help=f"timed runs per engine, best reported (default {repeat})")
+    p.add_argument("--rounds", type=int, default=rounds, help=f"interleaved rounds (one timed run each; default {rounds})")
     p.add_argument("--seed", type=int, default=7, help="synthetic archive seed (default 7)")
     p.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY, help=f"the synthetic day (default {DEFAULT_DAY})")
     p.add_argument("--pegs", default="USDT,USDC",
@@ -161,14 +151,14 @@ def build_grid(args: argparse.Namespace) -> tuple[Path, Path]:
     """The 5 s grid of the day (all pegs) and its first-peg slice (what returns read), as parquet."""
     import polars as pl
 
-    from mnemo_assets.grids import last_trade_grid
+    from mnemo_assets.clustered import grid_from_parquet
 
     trades = build_trades(args)
     full, first = grid_path(args), grid_path(args, args.pegs.split(",")[0])
     if full.exists() and first.exists():
         return full, first
     t0 = time.perf_counter()
-    grid = last_trade_grid(pl.scan_parquet(trades), GRID_INTERVAL).collect()
+    grid = grid_from_parquet(trades, GRID_INTERVAL)
     grid.write_parquet(full)
     grid.filter(pl.col("peg_symbol") == args.pegs.split(",")[0]).write_parquet(first)
     _log(f"wrote {full} ({grid.height:,} rows) and {first.name} in {time.perf_counter() - t0:.1f} s")
@@ -181,6 +171,14 @@ def describe_inputs(args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------- measuring
+#
+# Method (every benchmark): each engine runs in a fresh subprocess per measurement; a
+# measurement is one untimed warm-up run and one timed run. Engines are interleaved round-robin
+# (the order rotated every round) for ``--rounds`` rounds, so every engine sees the same
+# machine weather; the table reports the MEDIAN wall time, the median CPU time (all threads of
+# the worker) and the largest peak RSS (VmHWM: interpreter, imports, inputs and the engine's
+# peak, warm-up included). The machine is shared: wall times vary with other jobs, CPU times
+# vary much less; the "load" column is the 1-minute load average seen during the rounds.
 
 
 def warm_os_cache(*paths: Path) -> float:
@@ -201,123 +199,58 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-class RssSampler:
-    """Samples this process's ``RssAnon`` (heap, no file pages) every ``interval`` s in a thread."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.peak_anon_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_anon_kb = max(self.peak_anon_kb, _status_kb("RssAnon"))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_anon_kb = max(self.peak_anon_kb, _status_kb("RssAnon"))
-
-
-def _busy_ticks() -> int:
-    """Busy CPU ticks of the whole machine so far (``/proc/stat``: all but idle and iowait)."""
-    with open("/proc/stat") as fh:
-        f = [int(x) for x in fh.readline().split()[1:]]
-    return sum(f) - f[3] - f[4]
-
-
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float, float, object]:
-    """(wall s, own CPU s, foreign CPU s, result) of one call; foreign = CPU other processes used
-    meanwhile (another job on this small machine makes a run unrepresentative)."""
-    b0, c0 = _busy_ticks(), os.times()
-    t0 = time.perf_counter()
+def measure(fn: Callable[[], object], describe: Callable[[object], dict] | None = None, **extra) -> None:
+    """Worker side: one untimed warm-up call, one timed call; prints the result line."""
+    base = _status_kb("VmRSS")
+    fn()
+    c0, t0 = os.times(), time.perf_counter()
     result = fn()
     wall = time.perf_counter() - t0
-    b1, c1 = _busy_ticks(), os.times()
-    own = (c1.user - c0.user) + (c1.system - c0.system)
-    foreign = max(0.0, (b1 - b0) / _TICK - own)
-    return wall, own, foreign, result
+    c1 = os.times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    out = {"wall_s": wall, "cpu_s": cpu, "base_rss_kb": base, "hwm_kb": _status_kb("VmHWM"),
+           "load": os.getloadavg()[0], **extra}
+    if describe is not None:
+        out.update(describe(result))
+    print("@@RESULT " + json.dumps(out, default=str), flush=True)
 
 
-def time_runs(fn: Callable[[], object], repeat: int, warmup: bool = True, max_foreign: float = 0.10,
-              max_attempts: int | None = None) -> dict:
-    """One untimed call, then timed calls until ``repeat`` *clean* runs (other processes used at
-    most ``max_foreign`` × wall, or 0.05 s (tick granularity), CPU seconds meanwhile) or
-    ``max_attempts`` (default 3 × repeat).
-    Best = min wall over the clean runs (over all runs, flagged, when none was clean)."""
-    if warmup:
-        fn()
-    runs: list[dict] = []
-    max_attempts = max_attempts or 3 * repeat
-    while len(runs) < max_attempts and sum(r["clean"] for r in runs) < repeat:
-        wall, own, foreign, result = timed(fn)
-        del result  # free it before the next run
-        runs.append({"wall_s": round(wall, 4), "cpu_s": round(own, 3), "foreign_cpu_s": round(foreign, 3),
-                     "clean": foreign <= max(max_foreign * wall, 0.05)})
-    clean = [r for r in runs if r["clean"]]
-    best = min(clean or runs, key=lambda r: r["wall_s"])
-    return {"best_s": best["wall_s"], "best_cpu_s": best["cpu_s"], "best_foreign_cpu_s": best["foreign_cpu_s"],
-            "clean_runs": len(clean), "runs": runs}
-
-
-def wait_for_quiet(max_wait: float = 120.0, busy_share: float = 0.15, probe: float = 1.0) -> float:
-    """Wait (at most ``max_wait`` s) until other processes use under ``busy_share`` of the machine's
-    CPUs over a ``probe`` window; returns the seconds waited. Benchmarks share this machine."""
-    ncpu = os.cpu_count() or 1
-    t0 = time.perf_counter()
-    while True:
-        b0 = _busy_ticks()
-        time.sleep(probe)
-        share = (_busy_ticks() - b0) / _TICK / (probe * ncpu)
-        waited = time.perf_counter() - t0
-        if share < busy_share or waited >= max_wait:
-            if share >= busy_share:
-                _log(f"machine still busy ({share:.0%} of {ncpu} CPUs used by others) after {waited:.0f} s; going on")
-            return waited
-
-
-def worker_report(timing: dict, base_rss_kb: int, sampler: RssSampler, **extra) -> None:
-    """The worker's one JSON line (stdout), read by :func:`run_worker`."""
-    out = {**timing, "base_rss_kb": base_rss_kb, "peak_anon_kb": sampler.peak_anon_kb,
-           "hwm_kb": _status_kb("VmHWM"), **extra}
-    print("@@RESULT " + json.dumps(out), flush=True)
-
-
-def current_rss_kb() -> int:
-    return _status_kb("VmRSS")
-
-
-def run_worker(script: Path, worker_args: list[str], env: dict | None = None, timeout: float = 900) -> dict:
-    """Run ``python script --worker ...`` in a fresh process; its JSON report plus ``maxrss_kb``
-    (that child's peak RSS from ``os.wait4``) and the wall time of the whole process."""
+def run_worker(script: Path, worker_args: list[str], timeout: float = 1800) -> dict:
+    """Run ``python script --worker ...`` in a fresh process and return its result line."""
     cmd = [sys.executable, str(script), *worker_args]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {worker_args} failed with {proc.returncode}:\n{out}")
-    lines = [ln for ln in out.splitlines() if ln.startswith("@@RESULT ")]
+        raise RuntimeError(f"worker {worker_args} failed with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT ")]
     if not lines:
-        raise RuntimeError(f"worker {worker_args} printed no result:\n{out}")
-    res = json.loads(lines[-1][len("@@RESULT "):])
-    res["maxrss_kb"] = usage.ru_maxrss  # kB on Linux
-    res["process_wall_s"] = wall
-    for ln in out.splitlines():
-        if not ln.startswith("@@RESULT "):
-            print(ln)
-    return res
+        raise RuntimeError(f"worker {worker_args} printed no result:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("@@RESULT "):])
+
+
+def interleaved(jobs: dict[str, tuple[Path, list[str]]], rounds: int) -> dict[str, dict]:
+    """Run every job ``rounds`` times, round-robin with the order rotated each round; per job the
+    median wall and CPU time, the largest peak RSS and the runs."""
+    names = list(jobs)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            script, wargs = jobs[name]
+            res = run_worker(script, wargs)
+            runs[name].append(res)
+            _log(f"round {r + 1}/{rounds} {name}: wall {res['wall_s']:.3f} s, cpu {res['cpu_s']:.2f} s, "
+                 f"peak {res['hwm_kb'] / 1024:,.0f} MiB, load {res['load']:.1f}")
+    out = {}
+    for name, rs in runs.items():
+        out[name] = {
+            "wall_s": statistics.median(x["wall_s"] for x in rs),
+            "cpu_s": statistics.median(x["cpu_s"] for x in rs),
+            "hwm_kb": max(x["hwm_kb"] for x in rs),
+            "load": statistics.median(x["load"] for x in rs),
+            "n": len(rs),
+            "runs": rs,
+        }
+    return out
 
 
 def mib(kb: int | float) -> str:
