@@ -233,3 +233,27 @@ def test_sums_are_sequential_in_trade_order(tmp_path):
         expected[bucket] = expected.get(bucket, 0.0) + x
     assert got.get_column("volume_base").to_list() == [expected[k] for k in sorted(expected)]
     assert pq.ParquetFile(path).metadata.num_row_groups == 6
+
+
+def test_grid_asset_reads_the_stored_file_with_the_same_result(tmp_path):
+    """defs.grids.day_grid: the stored (local) trades file through grid_from_parquet equals the
+    general path over the IO manager's input; without a local file it is the general path."""
+    from mnemo_assets.defs.grids import day_grid
+    from mnemo_assets.storage.parquet import scan_days
+
+    files = sorted((REALDATA / "spot/trades").glob("*-2024-08-09.partial.csv"))
+    trades = pl.concat([read_trades_file(p, "spot") for p in files])
+    day = date(2024, 8, 9)
+
+    def frames():
+        for (_sym,), part in sorted(trades.group_by("symbol"), key=lambda kv: kv[0]):
+            yield part.sort("time", "trade_id")
+
+    write_partition(Batches(TRADES_SCHEMA, frames()), tmp_path, "binance/trades/spot", day)
+    lf = scan_days(tmp_path, "binance/trades/spot", [day])
+    grid, day_trades = day_grid(lf, str(tmp_path), "spot", "USDT", "5s", day)
+    want = last_trade_grid(day_trades, "5s").collect()
+    assert grid.height > 0
+    assert_same_grid(grid, want)
+    other, _ = day_grid(lf, str(tmp_path / "elsewhere"), "spot", "USDT", "5s", day)  # no local file: general path
+    assert other.equals(want)
