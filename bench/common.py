@@ -81,7 +81,7 @@ def _pick_pairs(args: argparse.Namespace, trades_per_day: int):
     pegs = tuple(args.pegs.split(","))
     second_share = 0.0 if len(pegs) == 1 else 0.2
     n_pairs = max(1, round(args.symbols / (1 - second_share) * 1.08))  # listings/delistings lose a few
-    cache = Path(args.workdir) / "synthetic-archive"
+    cache = Path(args.workdir) / f"synthetic-archive_n{args.trades}_s{args.symbols}_seed{args.seed}_{args.pegs.replace(',', '-')}"
     while True:
         arch = SyntheticArchive(cache, seed=args.seed, n_pairs=n_pairs, trades_per_day=trades_per_day,
                                 start=date(2024, 12, 20), end=args.day + timedelta(days=1), pegs=pegs)

@@ -67,6 +67,8 @@ def main() -> None:
                 rows.append((f"grid {n / 1e6:.0f}M trades", e, x["wall_s"], x["cpu_s"], x["hwm_kb"],
                              f"{ratio:.2f}x DuckDB (cpu {x['cpu_s'] / d['cpu_s']:.2f}x)",
                              "<= 0.7x DuckDB, <= 2 GB" if e == "polars" else "", met))
+    save = lambda: (Path(a.workdir) / "run_all_partial.json").write_text(json.dumps(report, indent=1, default=str))  # noqa: E731
+    save()
     if "returns" in only:
         n, s = returns_day
         out = returns_bench.run(ns(returns_bench, [*base, "--trades", str(n), "--symbols", str(s)]), queries)
@@ -87,6 +89,7 @@ def main() -> None:
                     text = ""
                 rows.append((f"returns {q / 1e6:g}M queries", e, v["wall_s"], v["cpu_s"], v["hwm_kb"], text,
                              "<= 0.5x pandas, <= 0.3x DuckDB" if e == "polars" else "", met))
+    save()
     ingest_out = None
     if "ingest" in only:
         n, s = returns_day
@@ -105,6 +108,7 @@ def main() -> None:
                 text += f"; cpu {vd:.2f}x DuckDB, {vf:.2f}x floor"
             rows.append((f"ingest {ingest_out['trades'] / 1e6:.1f}M trades", e, v["wall_s"], v["cpu_s"], v["hwm_kb"], text,
                          "<= 1.0x DuckDB, <= 1.5x floor (per core)" if e == "polars" else "", met))
+    save()
     if "day" in only:
         n, s = day
         out = day_bench.run(ns(day_bench, [*base, "--trades", str(n), "--symbols", str(s)]))
