@@ -1,47 +1,27 @@
-"""Returns benchmark: ``ReturnsEngine(grid).query(q, pl.col("t"), "10m", "30s").collect()`` vs
-pandas ``merge_asof`` and DuckDB ``ASOF JOIN``, same inputs, same run.
+"""Returns benchmark: ``ReturnsEngine(pl.scan_parquet(grid)).query(q, pl.col("t"), "10m", "30s").collect()``
+vs pandas ``merge_asof`` and DuckDB ``ASOF JOIN``, same inputs, same rounds.
 
-Backend: the 5 s grid of the synthetic day, first peg only (USDT: one row per symbol and
-bucket, what the seeds read from ``.../last_trade/5s/peg_symbol=USDT/``), ``symbol`` Enum.
-Queries: ``--queries`` sizes (default 1M and 10M) of random symbols among the grid's symbols
-plus a few unknown ones (``--unknown-share``, default 1 %), random µs times within the day;
-columns ``symbol`` (String, or Enum with ``--query-symbol enum``: the grid's categories plus the
-unknown names) and ``t``. Same query file for every engine.
+Backend: the 5 s grid of the 20M-trade synthetic day, first peg only (USDT: 2.48M rows, 300
+symbols), one parquet file as a grid partition is (rows by symbol then time), **read from the
+file inside the timed work** by every engine (polars ``scan_parquet``; pandas ``read_parquet``
+of the 3 needed columns; DuckDB ``read_parquet``). Queries: ``--queries`` sizes (default 1M and
+10M) of random symbols among the grid's plus 5 unknown ones (1 %), random µs times within the
+day; columns ``symbol`` (String) and ``t``; in memory before the timing for every engine.
 
-Semantics computed by every engine (SPEC.md "Marks and returns"): for each query row, the mark at
-``t0 = t`` and at ``t1 = t + 10m`` is the grid row of the symbol with the largest
-``last_trade_time <= t``; lag = t − that time, computed whatever the tolerance; the fair price
-(``vwap_total_by_base``) counts only when lag <= 30 s; ``return = fair1 / fair0 − 1``;
-``max_tick_to_query_lag`` = the larger of the lags that exist; every query row kept, in order.
+Every engine computes SPEC.md "Marks and returns" (mark = the symbol's last grid row with
+``last_trade_time <= t``, ties to the last row; fair price counts within 30 s; return =
+fair(t + 10m) / fair(t) − 1; ``max_tick_to_query_lag`` the larger existing lag; every query row
+kept, in order), to an in-memory result in query order. pandas: both ``merge_asof`` on integer
+symbol codes after stable sorts, arithmetic in numpy, order restored by index; DuckDB: two
+``ASOF LEFT JOIN`` and ``ORDER BY rid``, fetched as a ``pyarrow.Table``. Outputs are compared
+after the rounds (identical returns, lags and null pattern)::
 
-Engines: ``polars`` (the library, as above), ``polars-fast`` (the same call with
-``query_marks`` replaced by the bench-local rewrite in ``bench/returns_variants.py``: one Int128
-sort key, order restored by a sort on the row index), ``pandas`` (``merge_asof`` twice, integer
-symbol codes as ``by``), ``duckdb`` (two ``ASOF LEFT JOIN``). The "faster baseline" is the faster
-of pandas and DuckDB.
-
-Two modes, both timed for every engine:
-
-* ``mem`` : the grid is already in the engine's memory (polars ``DataFrame`` from
-  ``read_parquet``; pandas ``DataFrame``; DuckDB native table) — reading it is NOT timed;
-* ``scan``: the grid is read from its parquet file INSIDE the timed region (polars
-  ``pl.scan_parquet``; ``pd.read_parquet`` of the 3 needed columns; DuckDB ``read_parquet``).
-
-The queries are in memory in both modes (polars ``DataFrame``, pandas ``DataFrame``, DuckDB
-native table), loaded before timing. Each engine's timed work includes every step to an
-in-memory result in query order (pandas: sorting grid and queries, both ``merge_asof``, the
-arithmetic, restoring query order; DuckDB: fetched as a ``pyarrow.Table``).
-
-Usage::
-
-    .venv/bin/python bench/returns_bench.py                        # 1M and 10M, 3 runs
-    .venv/bin/python bench/returns_bench.py --queries 1000000 --repeat 2
+    .venv/bin/python bench/returns_bench.py --queries 1000000,10000000 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -54,9 +34,7 @@ DURATION = "10m"
 TOLERANCE = "30s"
 DURATION_US = 600_000_000
 TOLERANCE_US = 30_000_000
-ENGINES = ("polars", "polars-fast", "pandas", "duckdb")
-BASELINES = ("pandas", "duckdb")
-MODES = ("mem", "scan")
+ENGINES = ("polars", "pandas", "duckdb")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -94,20 +72,15 @@ def build_queries(args: argparse.Namespace, grid: Path, n: int) -> Path:
 # --------------------------------------------------------------------------- engines (worker side)
 
 
-def polars_work(grid_file: str, query_file: str, mode: str, fast: bool = False):
+def polars_work(grid_file: str, query_file: str):
     import polars as pl
 
     from mnemo_assets.engines import ReturnsEngine
-    from returns_variants import engine_query_variant
 
     q = pl.read_parquet(query_file)
-    grid = pl.read_parquet(grid_file) if mode == "mem" else None
 
     def run():
-        backend = grid if mode == "mem" else pl.scan_parquet(grid_file)
-        if fast:  # the bench-local rewrite of query_marks (bench/returns_variants.py)
-            return engine_query_variant(backend, q, pl.col("t"), DURATION, TOLERANCE).collect()
-        return ReturnsEngine(backend).query(q, pl.col("t"), DURATION, TOLERANCE).collect()
+        return ReturnsEngine(pl.scan_parquet(grid_file)).query(q, pl.col("t"), DURATION, TOLERANCE).collect()
 
     def to_check(res):
         return res.select(pl.col("symbol").cast(pl.String), "t",
@@ -221,20 +194,14 @@ def duckdb_work(grid_file: str, query_file: str, mode: str):
 
 
 def worker(args: argparse.Namespace) -> None:
-    if args.worker == "polars-fast":
-        run, to_check = polars_work(args.grid_file, args.query_file, args.mode, fast=True)
-    else:
-        work = {"polars": polars_work, "pandas": pandas_work, "duckdb": duckdb_work}[args.worker]
-        run, to_check = work(args.grid_file, args.query_file, args.mode)
-    base_rss = common.current_rss_kb()  # interpreter + imports + preloaded inputs, before any timed work
-    with common.RssSampler() as sampler:
-        timing = common.time_runs(run, args.repeat, max_foreign=args.max_foreign)
-    hwm = common._status_kb("VmHWM")
-    res = run()
-    rows = len(res)
-    if args.out:  # untimed, after the peak was read
+    work = {"polars": polars_work, "pandas": pandas_work, "duckdb": duckdb_work}[args.worker]
+    run, to_check = work(args.grid_file, args.query_file, "scan") if args.worker != "polars" else work(args.grid_file, args.query_file)
+
+    def describe(res) -> dict:
         to_check(res).write_parquet(args.out)
-    common.worker_report(timing, base_rss, sampler, rows=rows, hwm_before_output_kb=hwm)
+        return {"rows": len(res)}
+
+    common.measure(run, describe=describe)
 
 
 # --------------------------------------------------------------------------- checks
@@ -263,109 +230,61 @@ def compare(ref_path: Path, other_path: Path, label: str) -> dict:
 # --------------------------------------------------------------------------- parent side
 
 
-def main() -> None:
+def run(args: argparse.Namespace, sizes: list[int], engines=ENGINES) -> dict:
+    import polars as pl
+
+    _, grid = common.build_grid(args)
+    grid_rows = pl.scan_parquet(grid).select(pl.len()).collect().item()
+    outdir = Path(args.workdir) / "returns-out"
+    outdir.mkdir(parents=True, exist_ok=True)
+    out = {"grid": str(grid), "grid_rows": grid_rows, "sizes": {}}
+    for n in sizes:
+        qfile = build_queries(args, grid, n)
+        common.warm_os_cache(grid, qfile)
+        jobs = {e: (SCRIPT, ["--worker", e, "--grid-file", str(grid), "--query-file", str(qfile),
+                             "--out", str(outdir / f"{e}_{n}.parquet")]) for e in engines}
+        res = common.interleaved(jobs, args.rounds)
+        checks = {e: compare(outdir / f"polars_{n}.parquet", outdir / f"{e}_{n}.parquet", f"{n:,}: polars vs {e}")
+                  for e in engines if e != "polars"}
+        out["sizes"][n] = {"results": res, "checks": checks}
+    return out
+
+
+def summary(out: dict) -> list[str]:
+    lines = [f"returns: backend {Path(out['grid']).name} ({out['grid_rows']:,} rows) read inside the timing"]
+    for n, x in out["sizes"].items():
+        r = x["results"]
+        pol = r["polars"]
+        for e, v in r.items():
+            lines.append(f"  {n:>11,} {e:7s} median {v['wall_s']:7.3f} s  cpu {v['cpu_s']:6.2f} s  peak {v['hwm_kb'] / 2**20:5.2f} GiB"
+                         f"  polars/this {pol['wall_s'] / v['wall_s']:5.2f}x (cpu {pol['cpu_s'] / v['cpu_s']:5.2f}x)  load {v['load']:.1f}")
+        for e, c in x["checks"].items():
+            lines.append(f"  check {c['label']}: {'OK' if c['ok'] else 'MISMATCH'} non-null returns {c.get('non_null_returns')}, "
+                         f"max |Δreturn| {c.get('return_max_abs_diff')}, lag mismatches "
+                         f"{c.get('lag_null_mismatch', 0) + c.get('lag_value_mismatch', 0)}")
+    return lines
+
+
+def parser() -> argparse.ArgumentParser:
     p = common.add_common_args(argparse.ArgumentParser(description="ReturnsEngine vs pandas merge_asof vs DuckDB ASOF"))
     p.add_argument("--queries", default="1000000,10000000", help="comma list of query counts (default 1M,10M)")
     p.add_argument("--query-symbol", choices=("string", "enum"), default="string", help="query symbol dtype")
     p.add_argument("--unknown-share", type=float, default=0.01, help="share of queries on unknown symbols")
-    p.add_argument("--modes", default="mem,scan", help="mem (grid preloaded), scan (grid read inside the timing)")
     p.add_argument("--engines", default=",".join(ENGINES))
-    p.add_argument("--max-foreign", type=float, default=0.10)
-    p.add_argument("--no-wait", action="store_true")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--grid-file", help=argparse.SUPPRESS)
     p.add_argument("--query-file", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.worker:
         worker(args)
         return
-
-    import polars as pl
-
-    _, grid = common.build_grid(args)
-    grid_info = pl.scan_parquet(grid).select(pl.len(), pl.col("symbol").n_unique()).collect().row(0)
-    sizes = [int(x) for x in args.queries.split(",")]
-    modes = args.modes.split(",")
-    engines = args.engines.split(",")
-    outdir = Path(args.workdir) / "returns-out"
-    outdir.mkdir(parents=True, exist_ok=True)
-    results: dict[tuple, dict] = {}
-    checks = []
-    for n in sizes:
-        qfile = build_queries(args, grid, n)
-        common.warm_os_cache(grid, qfile)
-        for mode in modes:
-            for eng in engines:
-                if not args.no_wait:
-                    common.wait_for_quiet()
-                out = outdir / f"{eng}_{mode}_{n}.parquet"
-                common._log(f"running {eng} {mode} {n:,} queries ...")
-                res = common.run_worker(SCRIPT, ["--worker", eng, "--mode", mode, "--grid-file", str(grid),
-                                                 "--query-file", str(qfile), "--repeat", str(args.repeat),
-                                                 "--max-foreign", str(args.max_foreign), "--out", str(out)])
-                res["out"] = str(out)
-                results[(n, mode, eng)] = res
-                common._log(f"{eng} {mode} {n:,}: best {res['best_s']:.3f} s, peak RSS {common.mib(res['hwm_before_output_kb'])}")
-            ref = results[(n, mode, engines[0])]["out"]
-            for eng in engines[1:]:
-                checks.append(compare(Path(ref), Path(results[(n, mode, eng)]["out"]), f"{n:,} {mode}: {engines[0]} vs {eng}"))
-        if "mem" in modes and "scan" in modes:
-            for eng in engines:
-                checks.append(compare(Path(results[(n, "mem", eng)]["out"]), Path(results[(n, "scan", eng)]["out"]),
-                                      f"{n:,}: {eng} mem vs scan"))
-
-    # ------------------------------------------------------------------ summary
-    lines = ["=" * 110]
-    lines.append(f"RETURNS BENCHMARK: ReturnsEngine(grid).query(q, pl.col('t'), '{DURATION}', '{TOLERANCE}').collect() "
-                 "vs pandas merge_asof vs DuckDB ASOF JOIN")
-    lines.append(common.machine_line())
-    lines.append(common.versions_line())
-    lines.append(f"backend: {grid.name}: {grid_info[0]:,} grid rows, {grid_info[1]} symbols (first peg only)")
-    lines.append(f"queries: random symbol among the grid's + 5 unknown ({args.unknown_share:.0%} of rows), random µs "
-                 f"time in {args.day}; query symbol dtype {args.query_symbol}; queries preloaded in memory for every engine")
-    lines.append("modes: mem = grid preloaded in the engine's memory (read NOT timed); "
-                 "scan = grid read from parquet INSIDE the timed region")
-    lines.append(f"each engine: own subprocess, 1 untimed warm-up run, best of {args.repeat} clean timed runs; "
-                 "peak RSS = worker VmHWM (interpreter + preloaded inputs included; 'base' = RSS before the timed work)")
-    lines.append("-" * 110)
-    lines.append(f"{'queries':>11s} {'mode':5s} {'engine':8s} {'best':>9s} {'cpu':>7s} {'clean':>6s} {'peak RSS':>11s} "
-                 f"{'peak anon':>11s} {'base':>10s}  {'polars/this':>11s}")
-    for (n, mode, eng), r in results.items():
-        pol = results.get((n, mode, "polars"))
-        ratio = f"{pol['best_s'] / r['best_s']:10.2f}x" if pol else ""
-        lines.append(f"{n:>11,} {mode:5s} {eng:8s} {r['best_s']:8.3f}s {r['best_cpu_s']:6.2f}s "
-                     f"{r['clean_runs']:>3d}/{len(r['runs']):<2d} {common.mib(r['hwm_before_output_kb']):>11s} "
-                     f"{common.mib(r['peak_anon_kb']):>11s} {common.mib(r['base_rss_kb']):>10s}  {ratio}")
-    lines.append("-" * 110)
-    for c in checks:
-        if "return_max_abs_diff" in c:
-            lines.append(f"check {c['label']:32s}: {'OK' if c['ok'] else 'MISMATCH'}  rows {c['rows'][0]:,}, "
-                         f"non-null returns {c['non_null_returns']:,}, return null-pattern mismatches {c['return_null_mismatch']}, "
-                         f"max |Δreturn| {c['return_max_abs_diff']:.1e}, lag mismatches {c['lag_null_mismatch'] + c['lag_value_mismatch']}")
-        else:
-            lines.append(f"check {c['label']:32s}: MISMATCH rows {c['rows']}")
-    lines.append("-" * 110)
-    for n in sizes:
-        for mode in modes:
-            bases = [(e, results[(n, mode, e)]) for e in BASELINES if (n, mode, e) in results]
-            if not bases:
-                continue
-            be, br = min(bases, key=lambda x: x[1]["best_s"])
-            for pe in ("polars", "polars-fast"):
-                if (n, mode, pe) not in results:
-                    continue
-                pol = results[(n, mode, pe)]
-                speedup = br["best_s"] / pol["best_s"]
-                lines.append(f"{n:>11,} queries, {mode:4s}: {pe:11s} {pol['best_s']:.3f} s vs faster baseline {be} "
-                             f"{br['best_s']:.3f} s -> {pe}/baseline {pol['best_s'] / br['best_s']:.2f}x, speed-up "
-                             f"{speedup:.2f}x (target >= 2x: {'MET' if speedup >= 2 else 'NOT MET'}); peak RSS {pe} "
-                             f"{common.mib(pol['hwm_before_output_kb'])}, {be} {common.mib(br['hwm_before_output_kb'])}")
-    lines.append("=" * 110)
-    print("\n".join(lines))
-    (Path(args.workdir) / "returns_bench_last.json").write_text(json.dumps(
-        {"results": {f"{k[0]}/{k[1]}/{k[2]}": v for k, v in results.items()}, "checks": checks}, indent=1, default=str))
+    out = run(args, [int(x) for x in args.queries.split(",")], args.engines.split(","))
+    print("\n".join(summary(out)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from mnemo_assets.intervals import day_interval, day_start, to_micros
@@ -38,23 +39,47 @@ def key_dtype(dtype: pl.DataType) -> pl.DataType:
     return dtype if isinstance(dtype, pl.Enum) else pl.String
 
 
+def _sort_unless_sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` stably sorted by ``(symbol, mark time)``; returned as it is when it already is
+    (a stored grid is: rows by symbol then time), which is what the stable sort would return.
+    Verified on the data (one pass), never assumed."""
+    if frame.height < 2:
+        return frame
+    sym, t = pl.col("symbol"), pl.col(MARK_TIME)
+    if frame.get_column("symbol").null_count() or frame.get_column(MARK_TIME).null_count():
+        return frame.sort("symbol", MARK_TIME, maintain_order=True)
+    if isinstance(frame.schema["symbol"], pl.Enum):
+        sym = sym.to_physical()  # Enum order is the physical order
+    ordered = frame.select(
+        ((sym.shift(1) < sym) | ((sym.shift(1) == sym) & (t.shift(1) <= t))).slice(1).all()
+    ).item()
+    if ordered:
+        return frame
+    return frame.sort("symbol", MARK_TIME, maintain_order=True)
+
+
+def sort_marks(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """A ``(symbol, mark time, mark fair)`` frame stably sorted by symbol and time, skipping the
+    sort when the rows already are in that order (checked when collected)."""
+    return lf.map_batches(_sort_unless_sorted, schema=lf.collect_schema())
+
+
 def prepare_backend(
     backend: pl.LazyFrame | pl.DataFrame,
     fair_expr: pl.Expr = pl.col("vwap_total_by_base"),
     time_expr: pl.Expr = pl.col("last_trade_time"),
 ) -> pl.LazyFrame:
     """``(symbol, mark time, mark fair)`` of a backend, sorted by symbol and time (stable, so
-    rows with equal times keep backend order and the as-of join takes the last of them)."""
+    rows with equal times keep backend order and the as-of join takes the last of them). A
+    backend already in that order (a stored grid) is not sorted again."""
     lf = backend.lazy()
     sym = lf.collect_schema()["symbol"]
-    return (
+    return sort_marks(
         lf.select(
             pl.col("symbol").cast(key_dtype(sym)),
             time_expr.cast(pl.Datetime("us")).alias(MARK_TIME),
             fair_expr.cast(pl.Float64).alias(MARK_FAIR),
-        )
-        .filter(pl.col(MARK_TIME).is_not_null())
-        .sort("symbol", MARK_TIME, maintain_order=True)
+        ).filter(pl.col(MARK_TIME).is_not_null())
     )
 
 
@@ -78,6 +103,24 @@ def query_marks(
     for reserved in ("max_tick_to_query_lag", "return"):
         if reserved in columns:
             raise ValueError(f"the query already has a {reserved!r} column")
+    key = prepared.collect_schema()["symbol"]
+    if isinstance(key, pl.Enum):
+        schema = q.collect_schema()
+        schema.update({"max_tick_to_query_lag": pl.Duration("us"), "return": pl.Float64})
+        out = pl.defer(
+            lambda: _query_marks_sorted(q, prepared, start_time_expr, duration_us, tolerance_us), schema=schema
+        )
+    else:
+        out = _query_marks_join(q, prepared, start_time_expr, duration_us, tolerance_us)
+    if not append_lag:
+        out = out.drop("max_tick_to_query_lag")
+    return out
+
+
+def _query_marks_join(
+    q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int
+) -> pl.LazyFrame:
+    """:func:`query_marks` by two as-of joins (any symbol dtype)."""
     key = prepared.collect_schema()["symbol"]
     keys = q.with_row_index(_RID).select(
         _RID,
@@ -111,10 +154,105 @@ def query_marks(
         )
     )
     # every query row went through the lookups: back in query order by sorting on the row index
-    out = pl.concat([q, marks.sort(_RID).drop(_RID)], how="horizontal")
-    if not append_lag:
-        out = out.drop("max_tick_to_query_lag")
-    return out
+    return pl.concat([q, marks.sort(_RID).drop(_RID)], how="horizontal")
+
+
+#: a lookup key ``symbol code × span + time`` must stay below this
+_KEY_LIMIT = 2**62
+
+
+def _lookup_part(b_code, b_key, b_time, b_fair, b_fair_ok, code, t, k0, k1, duration_us, tolerance_us):
+    """Both marks of a part of the queries, computed in the order of their sorted keys (the
+    searches merge through the backend and the marks are gathered in backend order); returns
+    ``(order, lag, lag_ok, ret, ret_ok)`` in that order."""
+    order = np.argsort(k0)
+    code_s = code[order]
+    t0 = t[order]
+    out = []
+    for keys, at in ((k0[order], t0), (k1[order], t0 + duration_us)):
+        found = np.searchsorted(b_key, keys, side="right") - 1
+        ok = found >= 0
+        np.maximum(found, 0, out=found)
+        ok &= b_code[found] == code_s  # no row of this symbol at or before the time: no mark
+        lag = at - b_time[found]
+        fresh = ok & (lag <= tolerance_us)
+        out.append((ok, lag, fresh & b_fair_ok[found], b_fair[found]))
+    (ok0, lag0, use0, f0), (ok1, lag1, use1, f1) = out
+    lag = np.where(ok0 & ok1, np.maximum(lag0, lag1), np.where(ok0, lag0, lag1))
+    with np.errstate(all="ignore"):
+        ret = f1 / f0 - 1.0
+    return order, lag, ok0 | ok1, ret, use0 & use1
+
+
+def _query_marks_sorted(
+    q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int
+) -> pl.DataFrame:
+    """:func:`query_marks` for an Enum-keyed backend. Each mark is the result of a binary search
+    of ``symbol code × span + time`` over the sorted backend: the last row with a key <= the
+    query's, i.e. the as-of rule with ties to the last backend row. The queries are sorted by
+    that key in one part per thread (numpy sorts and searches release the GIL), so searches
+    and gathers walk the backend in order; the lag and return arithmetic is polars' own
+    (``t − T``, ``F1 / F0 − 1`` in float64), nulls where a mark is missing, stale or null."""
+    query = q.collect()
+    back = prepared.collect()
+    key = back.schema["symbol"]
+    keys = query.select(
+        pl.col("symbol").cast(pl.String).cast(key, strict=False).to_physical().cast(pl.Int64).alias(_SYM),
+        start_time_expr.cast(pl.Datetime("us")).cast(pl.Int64).alias(_T0),
+    )
+    back = _sort_unless_sorted(back.filter(pl.col("symbol").is_not_null()))  # a no-op for prepare_backend's frames
+    n = query.height
+    lag_all = np.zeros(n, dtype=np.int64)
+    lag_ok = np.zeros(n, dtype=bool)
+    ret_all = np.zeros(n, dtype=np.float64)
+    ret_ok = np.zeros(n, dtype=bool)
+    if back.height and n:
+        b_code = back.get_column("symbol").to_physical().cast(pl.Int64).to_numpy()
+        b_time = back.get_column(MARK_TIME).cast(pl.Int64).to_numpy()
+        fair = back.get_column(MARK_FAIR)
+        b_fair_ok = fair.is_not_null().to_numpy()
+        b_fair = fair.fill_null(0.0).to_numpy()
+        t_min, t_max = int(b_time.min()), int(b_time.max())
+        span = t_max - t_min + 2  # clipped times map to [-1, span - 2]
+        if (int(b_code.max()) + 2) * span >= _KEY_LIMIT:  # ~10^4 symbols over ~10 years: the joins
+            return _query_marks_join(query.lazy(), back.lazy(), start_time_expr, duration_us, tolerance_us).collect()
+        b_key = b_code * span + (b_time - t_min)
+        q_code = keys.get_column(_SYM).fill_null(-1).to_numpy()
+        t0 = keys.get_column(_T0)
+        rows = np.flatnonzero((q_code >= 0) & t0.is_not_null().to_numpy())
+        code = q_code[rows]
+        t = t0.fill_null(0).to_numpy()[rows]
+        # clipping keeps every answer (a time before the first mark finds none, one after the
+        # last finds the symbol's last row) and keeps far-away times from overflowing
+        c0 = np.clip(t, t_min - 1 - duration_us, t_max)
+        k0 = code * span + (np.clip(c0, t_min - 1, t_max) - t_min)
+        k1 = code * span + (np.clip(c0 + duration_us, t_min - 1, t_max) - t_min)
+        parts = max(1, min(pl.thread_pool_size(), len(rows) // 200_000))
+        bounds = np.linspace(0, len(rows), parts + 1).astype(np.int64)
+
+        def part(i: int) -> None:
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            order, lag, lok, ret, rok = _lookup_part(
+                b_code, b_key, b_time, b_fair, b_fair_ok, code[lo:hi], t[lo:hi], k0[lo:hi], k1[lo:hi],
+                duration_us, tolerance_us,
+            )
+            where = rows[lo:hi][order]
+            lag_all[where], lag_ok[where], ret_all[where], ret_ok[where] = lag, lok, ret, rok
+
+        if parts == 1:
+            part(0)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(parts) as pool:
+                list(pool.map(part, range(parts)))
+    result = pl.DataFrame(
+        {"lag": pl.Series(lag_all).cast(pl.Duration("us")), "lag_ok": lag_ok, "ret": ret_all, "ret_ok": ret_ok}
+    ).select(
+        pl.when("lag_ok").then(pl.col("lag")).alias("max_tick_to_query_lag"),
+        pl.when("ret_ok").then(pl.col("ret")).alias("return"),
+    )
+    return pl.concat([query, result], how="horizontal")
 
 
 def returns_grid(universe: pl.LazyFrame | pl.DataFrame, returns_interval: str | timedelta) -> pl.LazyFrame:
@@ -232,7 +370,7 @@ def pruned_backend(
     t = time_expr.cast(pl.Datetime("us"))
     window = window.filter((t >= start) & (t <= end))
     carry = last_rows_before(lf, start, fair_expr, time_expr)
-    return pl.concat([carry, prepare_backend(window, fair_expr, time_expr)]).sort("symbol", MARK_TIME, maintain_order=True)
+    return sort_marks(pl.concat([carry, prepare_backend(window, fair_expr, time_expr)]))
 
 
 def returns_violations(

@@ -1,9 +1,11 @@
 """Last-trade grids: one daily-partitioned asset per (market, peg, interval), checks included."""
 
+import os
 from datetime import date, timedelta
 
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, DailyPartitionsDefinition, asset
+from upath import UPath
 
 from mnemo_assets.defs.automation import when_inputs_ready
 from mnemo_assets.defs.checks import DayAudit, check_specs, grouped
@@ -11,12 +13,38 @@ from mnemo_assets.defs.keys import OWNERS, grid_key, group, trades_key
 from mnemo_assets.defs.lineage import grid_lineage
 from mnemo_assets.defs.resources import StoreResource
 from mnemo_assets.defs.partitions import backfill_policy
+from mnemo_assets.clustered import grid_from_parquet
 from mnemo_assets.grids import GRID_CHECKS, GRID_DESCRIPTIONS, GRID_INVARIANTS, GRID_SCHEMA, grid_checks, last_trade_grid
 from mnemo_assets.intervals import day_start
 from mnemo_assets.storage.io_manager import DATASET_KEY, table_schema
-from mnemo_assets.storage.layout import grid_dataset
+from mnemo_assets.storage.layout import grid_dataset, partition_file, trades_dataset
 
 GRID_CODE_VERSION = "1"
+
+
+def local_file(root: str, relative: str) -> str | None:
+    """The plain path of ``root / relative`` when the root is a local folder and the file
+    exists, else ``None`` (object stores take the general path)."""
+    protocol = getattr(UPath(root), "protocol", "")
+    if protocol not in ("", "file", "local"):
+        return None
+    path = os.path.join(str(UPath(root).path), relative)
+    return path if os.path.isfile(path) else None
+
+
+def day_grid(trades: pl.LazyFrame, root: str, market: str, peg: str, interval: str, day: date) -> tuple[pl.DataFrame, pl.LazyFrame]:
+    """``(grid of the peg's trades on day, those trades)``. The stored (already verified) trades
+    file of the day is read directly by :func:`grid_from_parquet` when it is on a local disk
+    (symbol-clustered files stream pair by pair); otherwise the general path over the input."""
+    start = day_start(day)
+    end = start + timedelta(days=1)
+    day_trades = trades.filter((pl.col("peg_symbol") == peg) & (pl.col("time") >= start) & (pl.col("time") < end))
+    path = local_file(root, partition_file(trades_dataset(market), day))
+    if path is None:
+        return last_trade_grid(day_trades, interval).collect(), day_trades
+    sym = trades.collect_schema()["symbol"]
+    enum = sym if isinstance(sym, pl.Enum) else None
+    return grid_from_parquet(path, interval, peg=peg, start=start, end=end, enum=enum), day_trades
 CHECK_GROUPS = {"invariants": list(GRID_INVARIANTS), "nothing_lost": ["nothing_lost"]}
 
 
@@ -46,11 +74,7 @@ def build_grid_asset(market: str, peg: str, interval: str, partitions_def: Daily
     def _grid(context: AssetExecutionContext, trades: pl.LazyFrame, store: StoreResource):
         audit = DayAudit(context, key, dataset, store.base_dir, GRID_CHECKS, GRID_SCHEMA, staging_dir=store.staging_dir)
         for partition in context.partition_keys:
-            start = day_start(date.fromisoformat(partition))
-            day_trades = trades.filter(
-                (pl.col("peg_symbol") == peg) & (pl.col("time") >= start) & (pl.col("time") < start + timedelta(days=1))
-            )
-            grid = last_trade_grid(day_trades, interval).collect()
+            grid, day_trades = day_grid(trades, store.base_dir, market, peg, interval, date.fromisoformat(partition))
             audit.stage(partition, grid)
             audit.record(partition, *grouped(grid_checks(grid, day_trades, interval), CHECK_GROUPS))
         yield from audit.outcome()
