@@ -237,16 +237,24 @@ def _siblings(root: UPath, prefix: str) -> list[str]:
 
 
 def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterable[str], time_col: str = "last_trade_time") -> pl.DataFrame | None:
-    """Per symbol, its last row stored on a day before ``before`` (footers find the day; only
-    those days are read). ``None`` when no symbol has an earlier day."""
+    """Per symbol, its last row stored on a day before ``before``; ``symbol`` as a String.
+    ``None`` when no symbol has an earlier day.
+
+    Earlier days are walked newest first, reading only each day's footer (its symbol set; the
+    content hash is not checked there) until every symbol is found; only the days that hold
+    a symbol's last row are read, and those are verified in full. So the cost is one footer
+    per day walked (a few KB) plus the days read, never a verification of the whole history.
+    A symbol that never had a row before (a new listing) walks every earlier footer."""
     needed = set(symbols)
+    if not needed:
+        return None
     listing = dataset.listing()
     days = [d for d in sorted(listing) if d < before]
     wanted: dict[date, set[str]] = {}
     for day in reversed(days):
         if not needed:
             break
-        have = needed.intersection(dataset.symbols_by_day([day], listing)[day])
+        have = needed.intersection(footer_symbols(dataset.root, dataset.dataset, [day], verify=False, listing=listing)[day])
         if have:
             wanted[day] = have
             needed -= have
@@ -254,8 +262,12 @@ def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterabl
         return None
     frames = []
     for day, syms in wanted.items():
-        frame = dataset._scan([day], listing).filter(pl.col("symbol").cast(pl.String).is_in(sorted(syms))).with_row_index("__row")
+        # this day's own Enum (not the dataset's, which would verify every stored day)
+        frame = scan_days(dataset.root, dataset.dataset, [day], listing=listing).filter(
+            pl.col("symbol").cast(pl.String).is_in(sorted(syms))
+        ).with_row_index("__row")
         frames.append(
-            frame.sort(time_col, "__row").group_by("symbol", maintain_order=True).last().drop("__row").collect()
+            frame.sort(time_col, "__row").group_by("symbol", maintain_order=True).last().drop("__row")
+            .with_columns(pl.col("symbol").cast(pl.String)).collect()
         )
     return pl.concat(frames)

@@ -665,6 +665,76 @@ def verify_partition(
     return info
 
 
+def _symbol_ranges(meta: pq.FileMetaData) -> list[tuple[int, int, str | None, str | None]]:
+    """``(row group, rows, min symbol, max symbol)`` of every non-empty row group; ``None``
+    bounds where the footer has no statistics (or no ``symbol`` column)."""
+    names = [meta.schema.column(j).path for j in range(meta.num_columns)]
+    j = names.index("symbol") if "symbol" in names else None
+    out = []
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        if rg.num_rows == 0:
+            continue
+        stats = rg.column(j).statistics if j is not None else None
+        if stats is not None and stats.has_min_max and isinstance(stats.min, str) and isinstance(stats.max, str):
+            out.append((i, rg.num_rows, stats.min, stats.max))
+        else:
+            out.append((i, rg.num_rows, None, None))
+    return out
+
+
+def symbol_batch_plan(meta: pq.FileMetaData, min_rows: int) -> list[list[int]]:
+    """Row groups to read together so that no symbol is split across reads: row groups whose
+    ``[min, max]`` symbol ranges (footer statistics) overlap form one group, groups are taken in
+    ascending symbol order and packed until a read holds ``min_rows`` rows. A row group without
+    statistics overlaps everything (the whole file is then one read)."""
+    ranges = _symbol_ranges(meta)
+    if any(lo is None for _, _, lo, _ in ranges):
+        return [[i for i, *_ in ranges]] if ranges else []
+    components: list[tuple[list[int], int]] = []  # (row groups, rows), ascending symbol ranges
+    top: str | None = None
+    for i, rows, lo, hi in sorted(ranges, key=lambda r: (r[2], r[3], r[0])):
+        if components and lo <= top:  # overlaps the current component (closed ranges)
+            components[-1][0].append(i)
+            components[-1] = (components[-1][0], components[-1][1] + rows)
+            top = max(top, hi)
+        else:
+            components.append(([i], rows))
+            top = hi
+    plan: list[list[int]] = []
+    size = 0
+    for groups, rows in components:
+        if plan and size < min_rows:
+            plan[-1].extend(groups)
+            size += rows
+        else:
+            plan.append(list(groups))
+            size = rows
+    return [sorted(p) for p in plan]
+
+
+def symbol_batches(
+    root: UPath | str, dataset: str, day: date, min_rows: int = 2_000_000, columns: Sequence[str] | None = None
+) -> Iterator[pl.DataFrame]:
+    """One stored partition, read a batch of whole symbols at a time (see :func:`symbol_batch_plan`):
+    batches come in ascending symbol order, no symbol spans two batches, and a batch holds about
+    ``min_rows`` rows (more when one symbol alone has more). For a symbol-clustered file (the
+    trades: one or more row groups per pair) memory is bounded by a batch, not by the day; a
+    file that is not clustered is read as one batch. ``symbol`` is a String. The file is
+    verified first (:func:`verify_partition`)."""
+    root = UPath(root)
+    day = day if isinstance(day, date) else date.fromisoformat(day)
+    verify_partition(root, dataset, day)
+    path = root / partition_file(dataset, day)
+    with _open(path) as fh:
+        pf = pq.ParquetFile(fh)
+        for groups in symbol_batch_plan(pf.metadata, min_rows):
+            table = pf.read_row_groups(groups, columns=list(columns) if columns is not None else None)
+            frame = pl.from_arrow(table)
+            del table
+            yield frame
+
+
 def file_symbols(path: UPath | str) -> tuple[str, ...]:
     """The symbol set recorded in a partition file's footer (reads the footer only)."""
     path = UPath(path)
