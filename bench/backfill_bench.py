@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -77,10 +76,9 @@ def pure(settings, days: list[date]) -> dict[str, float]:
     from mnemo_assets.binance.archive import source_from_settings
     from mnemo_assets.binance.quality import ledger_frame, read_pair_day
     from mnemo_assets.binance.trades import plan_day
-    from mnemo_assets.grids import last_trade_grid
+    from mnemo_assets.grids import GRID_SCHEMA, last_trade_grid
     from mnemo_assets.metadata import compile_plan, metadata_from_partials, partials
     from mnemo_assets.returns import RETURNS_SCHEMA, gridded_returns
-    from mnemo_assets.grids import GRID_SCHEMA
     from mnemo_assets.storage import layout
     from mnemo_assets.storage.parquet import publish, stage_partition
 
@@ -88,7 +86,7 @@ def pure(settings, days: list[date]) -> dict[str, float]:
     source = source_from_settings(settings)
     spec = settings.metadata.load_spec(settings.metadata.intervals[0])
     iplan, rplan = compile_plan(spec.index), compile_plan(spec.returns)
-    write = lambda frame, dataset, day: publish(stage_partition(frame, root, dataset, day))  # noqa: E731
+    write = lambda frame, dataset, day: publish(stage_partition(frame, root, dataset, day))
     times: dict[str, float] = {}
 
     def timed(name: str, fn):
@@ -156,7 +154,7 @@ def pure(settings, days: list[date]) -> dict[str, float]:
 def graphql(url: str, query: str, variables: dict) -> dict:
     body = json.dumps({"query": query, "variables": variables}).encode()
     req = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, timeout=120) as resp:
         return json.loads(resp.read())
 
 
@@ -194,7 +192,7 @@ def ui_path(config: Path, work: Path, days: list[date], instance_yaml: Path | No
 
 def breakdown(instance, backfill_id: str, t0: float, t1: float) -> dict:
     """Where the UI path's time goes, from the runs' event logs."""
-    from dagster import DagsterEventType, EventRecordsFilter
+    from dagster import DagsterEventType
     from dagster._core.storage.dagster_run import RunsFilter
 
     records = instance.get_run_records(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
@@ -260,8 +258,8 @@ def main() -> int:
         ui = ui_path(config, work / "ui", days, None, {})
         ratio = ui["wall"] / pure_wall
         print()
-        print(f"| path | wall | runs | waiting for the daemon | run start + code load | steps (compute, IO, events) |")
-        print(f"|---|---|---|---|---|---|")
+        print("| path | wall | runs | waiting for the daemon | run start + code load | steps (compute, IO, events) |")
+        print("|---|---|---|---|---|---|")
         print(f"| pure functions, one process | {pure_wall:.1f} s | – | – | – | {pure_wall:.1f} s |")
         print(f"| UI backfill (webserver + daemon) | {ui['wall']:.1f} s | {ui['runs']} | {ui['daemon_wait']:.1f} s | "
               f"{ui['run_start_and_code_load']:.1f} s | {ui['steps']:.1f} s |")

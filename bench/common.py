@@ -94,7 +94,7 @@ def _pick_pairs(args: argparse.Namespace, trades_per_day: int):
     keep = set(symbols[: args.symbols])
     infos = [i for i in listed if i.symbol in keep]
     # the archive's own daily counts (cheap: no trades drawn) to hit the target total
-    expected = sum(arch._count(i, args.day) for i in infos)  # noqa: SLF001 - benchmark helper
+    expected = sum(arch._count(i, args.day) for i in infos)
     return arch, infos, expected
 
 
@@ -103,7 +103,6 @@ def build_trades(args: argparse.Namespace) -> Path:
     ``(symbol, peg_symbol)`` order, each pair's trades sorted by ``(time, trade_id)``, written
     batch by batch (one row group per pair, split at pyarrow's 1Mi rows) by
     ``storage.parquet.write_partition`` (zstd, statistics, symbol footer, content hash)."""
-    import polars as pl
 
     from mnemo_assets.binance.parse import TRADES_SCHEMA
     from mnemo_assets.storage.layout import trades_dataset
@@ -218,7 +217,7 @@ def measure(fn: Callable[[], object], describe: Callable[[object], dict] | None 
 def run_worker(script: Path, worker_args: list[str], timeout: float = 1800) -> dict:
     """Run ``python script --worker ...`` in a fresh process and return its result line."""
     cmd = [sys.executable, str(script), *worker_args]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {worker_args} failed with {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-4000:]}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT ")]

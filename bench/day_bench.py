@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 SCRIPT = Path(__file__).resolve()
 STEPS = ("grid", "returns", "metadata")

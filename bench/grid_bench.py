@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 SCRIPT = Path(__file__).resolve()
 INTERVAL_US = 5_000_000

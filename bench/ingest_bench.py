@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 SCRIPT = Path(__file__).resolve()
 ENGINES = ("polars", "duckdb", "floor")
@@ -48,11 +48,11 @@ def build(args: argparse.Namespace) -> Path:
     if manifest.exists():
         return manifest
     folder.mkdir(parents=True, exist_ok=True)
-    arch, infos, _ = common._pick_pairs(args, common.describe_inputs(args).get("trades_per_day_knob", args.trades))  # noqa: SLF001
+    arch, infos, _ = common._pick_pairs(args, common.describe_inputs(args).get("trades_per_day_knob", args.trades))
     chosen, total = [], 0
     for info in sorted(infos, key=lambda i: (i.symbol, i.peg)):
         f = arch.fetch("spot", info.pair, args.day)
-        n = arch._count(info, args.day)  # noqa: SLF001
+        n = arch._count(info, args.day)
         csv = folder / (Path(f.path).stem + ".csv")
         with zipfile.ZipFile(f.path) as zf:
             csv.write_bytes(zf.read(zf.infolist()[0]))

@@ -128,9 +128,10 @@ def run_once(workdir: Path, day: date, variant: str) -> dict:
 
 
 def check_ledgers(workdir: Path, day: date) -> dict:
+    from upath import UPath
+
     from mnemo_assets.storage.layout import quality_dataset
     from mnemo_assets.storage.parquet import scan_days
-    from upath import UPath
 
     out = {}
     for market in ("spot", "um", "cm"):

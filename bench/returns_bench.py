@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 SCRIPT = Path(__file__).resolve()
 DURATION = "10m"
@@ -258,7 +258,7 @@ def summary(out: dict) -> list[str]:
         for e, v in r.items():
             lines.append(f"  {n:>11,} {e:7s} median {v['wall_s']:7.3f} s  cpu {v['cpu_s']:6.2f} s  peak {v['hwm_kb'] / 2**20:5.2f} GiB"
                          f"  polars/this {pol['wall_s'] / v['wall_s']:5.2f}x (cpu {pol['cpu_s'] / v['cpu_s']:5.2f}x)  load {v['load']:.1f}")
-        for e, c in x["checks"].items():
+        for c in x["checks"].values():
             lines.append(f"  check {c['label']}: {'OK' if c['ok'] else 'MISMATCH'} non-null returns {c.get('non_null_returns')}, "
                          f"max |Δreturn| {c.get('return_max_abs_diff')}, lag mismatches "
                          f"{c.get('lag_null_mismatch', 0) + c.get('lag_value_mismatch', 0)}")

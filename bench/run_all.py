@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
-import day_bench  # noqa: E402
-import grid_bench  # noqa: E402
-import ingest_bench  # noqa: E402
-import returns_bench  # noqa: E402
+import common
+import day_bench
+import grid_bench
+import ingest_bench
+import returns_bench
 
 
 def ns(module, argv: list[str]) -> argparse.Namespace:
@@ -67,7 +67,7 @@ def main() -> None:
                 rows.append((f"grid {n / 1e6:.0f}M trades", e, x["wall_s"], x["cpu_s"], x["hwm_kb"],
                              f"{ratio:.2f}x DuckDB (cpu {x['cpu_s'] / d['cpu_s']:.2f}x)",
                              "<= 0.7x DuckDB, <= 2 GB" if e == "polars" else "", met))
-    save = lambda: (Path(a.workdir) / "run_all_partial.json").write_text(json.dumps(report, indent=1, default=str))  # noqa: E731
+    save = lambda: (Path(a.workdir) / "run_all_partial.json").write_text(json.dumps(report, indent=1, default=str))
     save()
     if "returns" in only:
         n, s = returns_day

@@ -9,7 +9,7 @@ import importlib
 
 from mnemo_assets.markets import DatasetType
 
-__all__ = ["DatasetType", "__version__", "binance", "engines", "grids", "returns", "metadata"]
+__all__ = ["DatasetType", "__version__", "binance", "engines", "grids", "metadata", "returns"]
 __version__ = "0.2.0"
 
 _SUBMODULES = {"binance", "engines", "grids", "returns", "metadata", "config", "intervals"}

@@ -50,7 +50,7 @@ def _request(args: argparse.Namespace, missing_only: bool, title: str):
     try:
         selection = AssetSelection.all() if not args.select else AssetSelection.from_coercible(args.select)
         keys = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
-    except Exception as exc:  # noqa: BLE001 - Dagster's selection errors are clear enough
+    except Exception as exc:
         raise SystemExit(f"mnemo: --select {args.select!r}: {exc}") from None
     if not keys:
         known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys())[:8])

@@ -201,7 +201,7 @@ def _prefetch(items: list, fn, depth: int = 1) -> Iterator:
                 if stop.is_set():
                     return
                 q.put((item, fn(item), None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+        except BaseException as exc:
             q.put((None, None, exc))
             return
         q.put(None)
@@ -333,7 +333,7 @@ def grid_from_parquet(
     carry: dict[str, np.ndarray] | None = None  # rows of the last (maybe unfinished) bucket
     carry_pair: np.ndarray | None = None
     slices = list(_slices(selected, batch_rows))
-    for n, ((s0, s1, members), frame) in enumerate(_prefetch(slices, lambda sl: _read(lf, sl[0], sl[1]))):
+    for n, ((_s0, _s1, members), frame) in enumerate(_prefetch(slices, lambda sl: _read(lf, sl[0], sl[1]))):
         pair_id = np.concatenate([np.full(b - a, i, dtype=np.int64) for i, a, b in members])
         if frame.null_count().sum_horizontal().item():
             nulls = frame.select(pl.any_horizontal(pl.all().is_null())).to_series().to_numpy()

@@ -10,16 +10,15 @@ from __future__ import annotations
 from dagster import Definitions, definitions, in_process_executor
 
 from mnemo_assets.config import Settings, load_settings
-from mnemo_assets.quiet import quiet_dagster
 from mnemo_assets.defs.automation import archive_recheck_sensor, automation_sensor
 from mnemo_assets.defs.backfills import backfill_planner_sensor
 from mnemo_assets.defs.grids import build_grid_asset
+from mnemo_assets.defs.metadata import build_metadata_assets
 from mnemo_assets.defs.partitions import daily_partitions
 from mnemo_assets.defs.resources import ArchiveResource, StoreResource, io_manager_from_settings
-from mnemo_assets.defs.metadata import build_metadata_assets
 from mnemo_assets.defs.returns import build_returns_asset
 from mnemo_assets.defs.trades import build_trades_assets
-
+from mnemo_assets.quiet import quiet_dagster
 
 quiet_dagster()
 

@@ -76,7 +76,7 @@ class DagsterGraphQL:
         body = json.dumps({"query": text, "variables": dict(variables or {})}).encode()
         request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - user-given URL
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 payload = json.loads(response.read())
         except urllib.error.URLError as exc:
             raise GraphQLError(f"{self.url}/graphql: {exc}") from exc
@@ -89,7 +89,7 @@ class DagsterGraphQL:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/server_info", timeout=5):  # noqa: S310
+                with urllib.request.urlopen(f"{self.url}/server_info", timeout=5):
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:

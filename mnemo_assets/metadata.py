@@ -688,7 +688,7 @@ class _Side:
                 elif kind == "mean":
                     out[name] = np.where(n > 0, s / n, np.nan)
                 else:
-                    piece = lambda d, x=x: tuple(d[f"__x{x}_{k}2"] for k in ("n", "s", "q"))  # noqa: E731
+                    piece = lambda d, x=x: tuple(d[f"__x{x}_{k}2"] for k in ("n", "s", "q"))
                     middle = tuple(mid[f"__x{x}_{k}"] for k in ("n", "s", "q"))
                     nn, _, m2 = _chan(_chan(piece(suf), middle), piece(pre))
                     var = np.where(nn > ddof, m2 / (nn - ddof), np.nan)

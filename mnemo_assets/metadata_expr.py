@@ -331,7 +331,7 @@ class MetricExpr(pl.Expr):
         return self._fn("clip", _lit_node(lower_bound)[1], _lit_node(upper_bound)[1])
 
     def cast(self, dtype: Any, *args: Any, **kwargs: Any) -> pl.Expr:  # type: ignore[override]
-        name = next((n for n, d in _DTYPES.items() if dtype == d or dtype == type(d)), None)
+        name = next((n for n, d in _DTYPES.items() if dtype == d or dtype is type(d)), None)
         if name is None or args or kwargs:
             return pl.Expr._from_pyexpr(self._pyexpr).cast(dtype, *args, **kwargs)
         return self._fn("cast", name)
@@ -467,7 +467,7 @@ def _recognise(expr: pl.Expr, depth: int = 0) -> Node | None:
     if meta.is_literal():
         try:
             value = pl.select(expr).item()
-        except Exception:  # noqa: BLE001 - not a scalar literal
+        except Exception:
             return None
         if not _is_scalar(value):
             return None
@@ -486,7 +486,7 @@ def _recognise(expr: pl.Expr, depth: int = 0) -> Node | None:
             level(node)
             if (form if form is not None else _render(node)).meta.eq(expr):
                 return node
-        except Exception:  # noqa: BLE001 - an invalid combination is just not a match
+        except Exception:
             continue
     return None
 
@@ -512,7 +512,7 @@ def from_polars(expr: pl.Expr) -> MetricExpr | None:
     try:
         name = expr.meta.output_name()
         node = _recognise(expr.meta.undo_aliases())
-    except Exception:  # noqa: BLE001 - e.g. a multi-output selector: not recognisable
+    except Exception:
         node = None
     result = None
     if node is not None and level(node) != 0:

@@ -81,9 +81,8 @@ def mark_oracle(backend: list[dict], symbol: str, t: datetime, fair: str, time: 
     """(mark time, mark fair) of ``symbol`` at ``t``: largest time <= t, ties: last in backend order."""
     best = None
     for row in backend:
-        if row["symbol"] == symbol and row[time] is not None and row[time] <= t:
-            if best is None or row[time] >= best[time]:
-                best = row
+        if row["symbol"] == symbol and row[time] is not None and row[time] <= t and (best is None or row[time] >= best[time]):
+            best = row
     return None if best is None else (best[time], best[fair])
 
 

@@ -79,7 +79,7 @@ class MotoServer:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):  # noqa: S310 - loopback
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2):
                     return self
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -2,12 +2,12 @@
 general last_trade_grid: identical frames on random days, taken only when the file's order
 and layout allow it."""
 
+import itertools
 from datetime import date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -126,7 +126,7 @@ def test_unsorted_pairs_never_take_the_sorted_path(tmp_path_factory, trades, bat
     unsorted = 0
     for (_sym, _peg), part in stored.group_by("symbol", "peg_symbol"):
         keys = part.select("time", "trade_id").rows()
-        unsorted += any(a >= b for a, b in zip(keys, keys[1:], strict=False))
+        unsorted += any(a >= b for a, b in itertools.pairwise(keys))
     assert report["general_pairs"] == unsorted
 
 
@@ -176,7 +176,7 @@ def test_file_not_clustered_takes_the_general_path(tmp_path):
 
 def test_pair_in_two_places_is_not_clustered(tmp_path):
     t0 = datetime(2024, 12, 31, 12)
-    frame = lambda sym, k: pl.DataFrame(  # noqa: E731
+    frame = lambda sym, k: pl.DataFrame(
         {"symbol": [sym], "peg_symbol": ["USDT"], "trade_id": [k], "price": [1.0], "qty": [1.0], "quote_qty": [1.0],
          "time": [t0 + timedelta(seconds=k)], "is_buyer_maker": [True]}, schema=TRADES_SCHEMA)
     res = write_partition(Batches(TRADES_SCHEMA, iter([frame("A", 1), frame("B", 2), frame("A", 3)])), tmp_path, "t", DAY)
@@ -255,5 +255,5 @@ def test_grid_asset_reads_the_stored_file_with_the_same_result(tmp_path):
     want = last_trade_grid(day_trades, "5s").collect()
     assert grid.height > 0
     assert_same_grid(grid, want)
-    other, _ = day_grid(lf, str(tmp_path / "elsewhere"), "spot", "USDT", "5s", day)  # no local file: general path
+    other, _ = day_grid(lf, str(tmp_path / "elsewhere"), "spot", "USDT", "5s", day)  # not in that store: general path
     assert other.equals(want)

@@ -21,17 +21,16 @@ import subprocess
 import time
 import urllib.request
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster import AssetCheckKey, DagsterInstance
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from mnemo_assets.config import load_settings
 from mnemo_assets.definitions import build_definitions
-from mnemo_assets.defs.planning import dataset_of, inputs_of as inputs, plan, requested_days, store_listing
+from mnemo_assets.defs.planning import inputs_of as inputs
+from mnemo_assets.defs.planning import plan, requested_days, store_listing
 from mnemo_assets.graphql import DagsterGraphQL
-from mnemo_assets.storage.layout import partition_file
 from mnemo_assets_tests.stack import REPO, Stack
 
 pytestmark = pytest.mark.e2e
@@ -114,7 +113,7 @@ class UI:
         skip = self.page.get_by_role("button", name="Skip")  # the one-time welcome dialog
         try:
             skip.click(timeout=2500)
-        except Exception:  # noqa: BLE001 - not shown this time
+        except Exception:
             pass
 
     def materialize_range(self, path: str, first: date, last: date) -> str:
@@ -127,7 +126,7 @@ class UI:
         try:  # the dialog opens on the last 90 days: widen it to every partition
             show_all.wait_for(timeout=5000)
             show_all.click()
-        except Exception:  # noqa: BLE001 - already showing all partitions
+        except Exception:
             pass
         box = dialog.locator("input[type=text], input:not([type])").first
         box.click()
@@ -273,7 +272,7 @@ def test_ui_backfills_of_the_whole_graph_then_of_one_group_succeed(stack, graph)
     query = ui.sent[1]["query"]
     payload = json.dumps({"operationName": "LaunchPartitionBackfill", "variables": {"backfillParams": params}, "query": query}).encode()
     request = urllib.request.Request(f"{stack.url}/graphql", data=payload, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=60) as response:
         answer = json.loads(response.read())
     replay_id = answer["data"]["launchPartitionBackfill"]["backfillId"]
     status = DagsterGraphQL(stack.url).wait_for_backfill(replay_id, timeout=900, poll=3)

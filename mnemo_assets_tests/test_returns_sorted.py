@@ -70,7 +70,7 @@ def test_large_random_queries_equal_join_path(n_queries):
     null times, far-away query times."""
     rng = np.random.default_rng(5)
     n = 20_000
-    syms = np.array(["S%03d" % i for i in range(40)])
+    syms = np.array([f"S{i:03d}" for i in range(40)])
     t = np.sort(rng.integers(0, 3_600, n)) * 1_000_000 + 1_735_732_800_000_000
     db = pl.DataFrame({"symbol": syms[rng.integers(0, 40, n)], "last_trade_time": pl.Series(t).cast(pl.Datetime("us")),
                        "vwap_total_by_base": rng.random(n) + 1})

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 from dagster import AssetKey, DagsterInstance
+from polars.testing import assert_frame_equal
 
 from mnemo_assets.binance.datasets import BinanceLastTradesGrid, BinanceTrades, ParquetDataset
 from mnemo_assets.config import Settings, load_settings

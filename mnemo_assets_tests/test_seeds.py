@@ -140,10 +140,12 @@ def test_returns_notebook_grid_cell(in_store):
 
 
 def test_returns_notebook_engine_cell(in_store):
+    from datetime import datetime as Datetime
+
+    import polars as pl
+
     import mnemo_assets as ms  # was: import mnemosyne as ms
     from mnemo_assets.engines import ReturnsEngine  # was: from mnemosyne.engines import ReturnsEngine
-    from datetime import datetime as Datetime
-    import polars as pl
 
     symbol_enum = pl.Enum(['BTC', 'ETH', 'BTCDOWN', 'BNB'])
 
@@ -177,8 +179,9 @@ def test_returns_notebook_engine_cell(in_store):
 
 
 def test_metadata_notebook_reader_cells(in_store):
-    import mnemo_assets as ms
     from datetime import timedelta as _td
+
+    import mnemo_assets as ms
 
     class Timedelta(_td):  # stands in for timedelta_isoformat.timedelta, a timedelta subclass
         pass

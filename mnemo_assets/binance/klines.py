@@ -236,7 +236,7 @@ def parse_klines_batch(files: list[tuple[bytes, str, str]], market: str) -> tupl
             factor=pl.Series(np.where(micros, 1, 1000)),
         )
         return _normalise(raw, market, pl.col("size"), pl.col("factor")).select(list(schema)), {}
-    except Exception:  # noqa: BLE001 - every file alone, each with its own error
+    except Exception:
         frames, errors = [], {}
         for i, (data, pair, where) in enumerate(files):
             try:

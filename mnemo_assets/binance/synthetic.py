@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mnemo_assets.binance import formats
 from mnemo_assets.binance.archive import (
     ArchiveError,
     ArchiveFile,
@@ -69,7 +70,6 @@ from mnemo_assets.binance.archive import (
     verify_zip,
     write_atomic,
 )
-from mnemo_assets.binance import formats
 from mnemo_assets.binance.formats import KLINES, TRADES, check_dataset
 from mnemo_assets.binance.parse import TRADES_SCHEMA, contract_size, split_pair
 from mnemo_assets.config import SyntheticSettings

@@ -133,7 +133,7 @@ def backfill_planner_sensor(root: str, first: date):
                 continue
             try:
                 outcome = apply_plan(context.instance, backfill.backfill_id, graph, root, first)
-            except Exception as exc:  # noqa: BLE001 - one bad backfill must not stop the others
+            except Exception as exc:
                 context.log.warning(f"backfill {backfill.backfill_id}: could not plan it: {exc}")
                 continue
             if outcome:

@@ -21,12 +21,12 @@ from typing import Any
 import polars as pl
 from dagster import (
     AssetCheckEvaluation,
-    AssetMaterialization,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetRecordsFilter,
     DailyPartitionsDefinition,
     DataVersion,

@@ -36,11 +36,13 @@ from dagster._core.utils import make_new_backfill_id
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
 
-from mnemo_assets.defs.planning import Plan, dataset_of
+from mnemo_assets.defs.planning import Plan
 
 log = logging.getLogger(__name__)
 
 RUN_PID_TAG = "mnemo/pid"
+#: when that process started (``/proc/{pid}/stat``): a pid reused by another process is not it
+RUN_PID_START_TAG = "mnemo/pid_start"
 BACKFILL_ID_TAG = "dagster/backfill"
 DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
         BulkActionStatus.FAILED, BulkActionStatus.CANCELED}
@@ -104,7 +106,7 @@ class InProcessRunLauncher(RunLauncher, ConfigurableClass):
         from dagster._utils.hosted_user_process import recon_job_from_origin
 
         run = context.dagster_run
-        self._instance.add_run_tags(run.run_id, {RUN_PID_TAG: str(os.getpid())})
+        self._instance.add_run_tags(run.run_id, process_tags())
         execute_run(recon_job_from_origin(context.job_code_origin), run, self._instance)
 
     def terminate(self, run_id: str) -> bool:  # pragma: no cover - runs finish before the call returns
@@ -196,21 +198,42 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
     for record in instance.get_run_records(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
         run = record.dagster_run
         pid = run.tags.get(RUN_PID_TAG)
-        if not pid or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid or int(pid) == os.getpid() or _alive(int(pid), run.tags.get(RUN_PID_START_TAG)):
             continue
         instance.report_run_failed(run, f"the process {pid} that ran it is gone (killed); marked failed")
         orphaned.append(run.run_id)
     return orphaned
 
 
-def _alive(pid: int) -> bool:
+def process_tags() -> dict[str, str]:
+    """The tags that tie a run to this process (see :func:`fail_orphaned_runs`). Given to the
+    backfill too, so its runs carry them from their creation, before the launcher starts."""
+    started = _process_start(os.getpid())
+    return {RUN_PID_TAG: str(os.getpid()), **({RUN_PID_START_TAG: started} if started else {})}
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process in clock ticks since boot (``"zombie"`` for a process that
+    has exited but was not reaped), or ``None`` where /proc has none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    if len(fields) < 20:
+        return None
+    return "zombie" if fields[0] == b"Z" else fields[19].decode()
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # pragma: no cover - someone else's process
         return True
-    return True
+    now = _process_start(pid)
+    return now != "zombie" and (started is None or now in (None, started))
 
 
 # ----------------------------------------------------------------------------- the summary
@@ -394,7 +417,7 @@ def run_request(
         return summarize(planned, listing, materialized=materialized, backfill_id=backfill_id, status=final["status"])
     instance = instance or get_instance()
     fail_orphaned_runs(instance)
-    backfill_id = launch_backfill(instance, graph, planned, title=request.title, tags=tags, run_config=QUIET_RUN_CONFIG)
+    backfill_id = launch_backfill(instance, graph, planned, title=request.title, tags={**tags, **process_tags()}, run_config=QUIET_RUN_CONFIG)
     with tqdm(total=planned.total, desc="asset-days", unit="asset-day", disable=not progress) as bar:
         def advance(backfill) -> None:
             done = backfill.get_asset_backfill_data(graph)

@@ -94,7 +94,7 @@ def _configured_cache_dir() -> str | None:
             return None
         stat = path.stat()
         return _cache_dir_of(str(path.resolve()), stat.st_mtime_ns)
-    except Exception:  # noqa: BLE001 - an unreadable configuration is reported where it is loaded
+    except Exception:
         return None
 
 

@@ -144,7 +144,7 @@ def _fs(path: UPath):
     fs = path.fs
     try:
         fs.invalidate_cache()
-    except Exception:  # noqa: BLE001 - filesystems without a cache
+    except Exception:
         pass
     return fs
 
@@ -303,7 +303,7 @@ def stage_partition(
         if writer is not None:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001 - the original error matters
+            except Exception:
                 pass
         try:
             os.unlink(tmp)
@@ -332,7 +332,7 @@ def publish(staged: Staged) -> WriteResult:
         os.unlink(staged.tmp)
         try:
             fs.invalidate_cache()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     staged.published = True
     _VERIFIED.pop(str(final), None)
@@ -577,7 +577,7 @@ def _object_tail(fs, path: str) -> tuple[_Tail, Stamp]:
             raise ValueError(f"footer length {length} exceeds the file size {size}")
         if length + 8 <= len(tail):
             return _Tail(tail, size), stamp
-        tail, size2, stamp2 = _ranged_get(fs, path, length + 8)
+        tail, _size2, stamp2 = _ranged_get(fs, path, length + 8)
         if stamp2 == stamp:
             return _Tail(tail, size), stamp
         # replaced between the two reads: start again
@@ -663,76 +663,6 @@ def verify_partition(
     with _VERIFIED_LOCK:
         _VERIFIED[key] = (stamp, info, full)
     return info
-
-
-def _symbol_ranges(meta: pq.FileMetaData) -> list[tuple[int, int, str | None, str | None]]:
-    """``(row group, rows, min symbol, max symbol)`` of every non-empty row group; ``None``
-    bounds where the footer has no statistics (or no ``symbol`` column)."""
-    names = [meta.schema.column(j).path for j in range(meta.num_columns)]
-    j = names.index("symbol") if "symbol" in names else None
-    out = []
-    for i in range(meta.num_row_groups):
-        rg = meta.row_group(i)
-        if rg.num_rows == 0:
-            continue
-        stats = rg.column(j).statistics if j is not None else None
-        if stats is not None and stats.has_min_max and isinstance(stats.min, str) and isinstance(stats.max, str):
-            out.append((i, rg.num_rows, stats.min, stats.max))
-        else:
-            out.append((i, rg.num_rows, None, None))
-    return out
-
-
-def symbol_batch_plan(meta: pq.FileMetaData, min_rows: int) -> list[list[int]]:
-    """Row groups to read together so that no symbol is split across reads: row groups whose
-    ``[min, max]`` symbol ranges (footer statistics) overlap form one group, groups are taken in
-    ascending symbol order and packed until a read holds ``min_rows`` rows. A row group without
-    statistics overlaps everything (the whole file is then one read)."""
-    ranges = _symbol_ranges(meta)
-    if any(lo is None for _, _, lo, _ in ranges):
-        return [[i for i, *_ in ranges]] if ranges else []
-    components: list[tuple[list[int], int]] = []  # (row groups, rows), ascending symbol ranges
-    top: str | None = None
-    for i, rows, lo, hi in sorted(ranges, key=lambda r: (r[2], r[3], r[0])):
-        if components and lo <= top:  # overlaps the current component (closed ranges)
-            components[-1][0].append(i)
-            components[-1] = (components[-1][0], components[-1][1] + rows)
-            top = max(top, hi)
-        else:
-            components.append(([i], rows))
-            top = hi
-    plan: list[list[int]] = []
-    size = 0
-    for groups, rows in components:
-        if plan and size < min_rows:
-            plan[-1].extend(groups)
-            size += rows
-        else:
-            plan.append(list(groups))
-            size = rows
-    return [sorted(p) for p in plan]
-
-
-def symbol_batches(
-    root: UPath | str, dataset: str, day: date, min_rows: int = 2_000_000, columns: Sequence[str] | None = None
-) -> Iterator[pl.DataFrame]:
-    """One stored partition, read a batch of whole symbols at a time (see :func:`symbol_batch_plan`):
-    batches come in ascending symbol order, no symbol spans two batches, and a batch holds about
-    ``min_rows`` rows (more when one symbol alone has more). For a symbol-clustered file (the
-    trades: one or more row groups per pair) memory is bounded by a batch, not by the day; a
-    file that is not clustered is read as one batch. ``symbol`` is a String. The file is
-    verified first (:func:`verify_partition`)."""
-    root = UPath(root)
-    day = day if isinstance(day, date) else date.fromisoformat(day)
-    verify_partition(root, dataset, day)
-    path = root / partition_file(dataset, day)
-    with _open(path) as fh:
-        pf = pq.ParquetFile(fh)
-        for groups in symbol_batch_plan(pf.metadata, min_rows):
-            table = pf.read_row_groups(groups, columns=list(columns) if columns is not None else None)
-            frame = pl.from_arrow(table)
-            del table
-            yield frame
 
 
 def file_symbols(path: UPath | str) -> tuple[str, ...]:
@@ -876,6 +806,21 @@ def snapshot(root: UPath | str, dataset: str, day: date, info: PartitionInfo) ->
         with _SNAPSHOT_LOCK:
             _SNAPSHOTS[(url, info.stamp)] = local
     return local, got
+
+
+def local_copy(root: UPath | str, dataset: str, day: date) -> str | None:
+    """A local file holding one stored partition, or ``None`` when the day is not stored: the
+    file itself on a local disk; on an object store its verified snapshot (:func:`snapshot`:
+    a reader that already scanned the day in this process pays one listing and nothing else).
+    For readers that stream a file by row ranges, such as the grid's ``grid_from_parquet``."""
+    root = UPath(root)
+    if _is_local(root):
+        path = str((root / partition_file(dataset, day)).path)
+        return path if os.path.isfile(path) else None
+    listing = list_partitions(root, dataset)
+    if day not in listing:
+        return None
+    return snapshot(root, dataset, day, footer_infos(root, dataset, [day], listing=listing)[day])[0]
 
 
 def _trim_snapshots(folder: str) -> None:

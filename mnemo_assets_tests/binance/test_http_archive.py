@@ -71,7 +71,7 @@ def make_archive(server: ArchiveServer, mirror: Path, **kw) -> HttpArchive:
 
 def leftovers(root: Path) -> list[Path]:
     """Temporary download files anywhere below ``root``."""
-    return [p for p in root.rglob("*") if p.name.endswith(".part") or p.name.startswith(".") and p.is_file()]
+    return [p for p in root.rglob("*") if p.name.endswith(".part") or (p.name.startswith(".") and p.is_file())]
 
 
 KEY = archive_key("spot", "BTCUSDT", D0)
@@ -218,7 +218,7 @@ def test_corrupt_body_once_is_retried(server, remote, mirror):
 
 def test_persistently_corrupt_body_raises_checksum_mismatch(server, mirror):
     server.faults[KEY] = "corrupt"
-    with pytest.raises(ChecksumMismatchError, match="BTCUSDT-trades-2024-08-08.zip"):
+    with pytest.raises(ChecksumMismatchError, match=r"BTCUSDT-trades-2024-08-08\.zip"):
         make_archive(server, mirror, retries=1).fetch("spot", "BTCUSDT", D0)
     assert not (mirror / KEY).exists()
     assert leftovers(mirror) == []

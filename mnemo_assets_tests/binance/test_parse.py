@@ -121,7 +121,7 @@ def test_malformed_input_names_the_file(tmp_path, text, match):
 def test_corrupt_zip(tmp_path):
     path = tmp_path / "BTCUSDT-trades-2024-08-09.zip"
     path.write_bytes(b"PK\x03\x04 definitely not a zip")
-    with pytest.raises(CorruptArchiveError, match="BTCUSDT-trades-2024-08-09.zip"):
+    with pytest.raises(CorruptArchiveError, match=r"BTCUSDT-trades-2024-08-09\.zip"):
         read_trades_file(path, "spot")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -234,7 +234,7 @@ def test_time_units_other_than_ms_and_us_are_clear_errors(tmp_path, times, match
 
 def test_ms_and_ns_in_one_file(tmp_path):
     text = "1,10.5,2,21,1723161600000,True,True\n2,10.5,2,21,1723161600000000000,True,True\n"
-    with pytest.raises(TradesParseError, match="mix milliseconds and nanoseconds .*line 1 .. .*line 2"):
+    with pytest.raises(TradesParseError, match=r"mix milliseconds and nanoseconds .*line 1 .. .*line 2"):
         read_trades_file(make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", text), "spot")
 
 

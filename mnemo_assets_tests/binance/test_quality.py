@@ -3,6 +3,7 @@ in a mirror layout, read through LocalMirror / plan_day / fetch_day / read_day /
 ends as a clear error or a ledger row."""
 
 import csv
+import itertools
 import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -95,7 +96,7 @@ def read_one(root: Path, text: str, market: str = "spot", pair: str = "BTCUSDT",
 )
 def test_empty_file_is_recorded_and_never_ordinary_data(tmp_path, market, pair, text, header):
     put(tmp_path, market, "ETHUSDT" if market != "cm" else "ETHUSD_PERP", D,
-        spot_rows([1]) if market == "spot" else UM_HEADER.replace("quote", "base" if market == "cm" else "quote") + "\n1,10,1,1,%d,true\n" % T0)
+        spot_rows([1]) if market == "spot" else UM_HEADER.replace("quote", "base" if market == "cm" else "quote") + f"\n1,10,1,1,{T0},true\n")
     pd = read_one(tmp_path, text, market, pair)
     assert pd.status == "empty" and not pd.publishable
     assert (pd.row["rows_read"], pd.row["rows_kept"], pd.row["header"]) == (0, 0, header)
@@ -209,7 +210,7 @@ def test_wrong_zip_member_is_rejected(tmp_path, member):
     assert pd.status == "rejected" and isinstance(pd.error, WrongMemberError)
     assert pd.row["reasons"][0].startswith("unreadable: ") and repr(member) in pd.row["reasons"][0]
     assert "BTCUSDT-trades-2024-08-09.zip" in pd.row["reasons"][0]
-    with pytest.raises(WrongMemberError, match="BTCUSDT-trades-2024-08-09.zip"):
+    with pytest.raises(WrongMemberError, match=r"BTCUSDT-trades-2024-08-09\.zip"):
         list(read_day([LocalMirror(tmp_path).fetch("spot", "BTCUSDT", D)], ["USDT"]))
 
 
@@ -227,7 +228,7 @@ def test_corrupt_zip_and_malformed_rows_keep_their_errors(tmp_path):
 def test_checksum_mismatch_fails_the_fetch_and_has_a_ledger_row(tmp_path):
     path = put(tmp_path, "spot", "BTCUSDT", D, spot_rows([1, 2]))
     path.with_name(path.name + ".CHECKSUM").write_text("0" * 64 + f"  {path.name}\n")
-    with pytest.raises(ChecksumMismatchError, match="BTCUSDT-trades-2024-08-09.zip") as err:
+    with pytest.raises(ChecksumMismatchError, match=r"BTCUSDT-trades-2024-08-09\.zip") as err:
         fetch_day(LocalMirror(tmp_path), "spot", ["USDT"], D)
     row = error_row("spot", "BTCUSDT", D, err.value, ["USDT"], source=str(path))
     assert ledger_frame([row]).row(0, named=True)["status"] == "rejected"
@@ -481,7 +482,7 @@ def oracle(rows: list[tuple]) -> dict:
     kept = [r for v in versions.values() for r in v]
     ids = sorted(versions)
     ranges = []
-    for a, b in zip(ids, ids[1:], strict=False):
+    for a, b in itertools.pairwise(ids):
         if b - a > 1:
             ranges.append((a + 1, b - 1))
     conflicting = [i for i in ids if len(versions[i]) > 1]

@@ -10,6 +10,7 @@ import zipfile
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -313,7 +314,7 @@ def test_damaged_cache_is_regenerated(tmp_path):
 
 def test_cache_of_another_configuration_is_refused(tmp_path):
     SyntheticArchive(tmp_path, **KW).fetch("um", "BTCUSDT", D2024)
-    with pytest.raises(ArchiveError, match="delete .* or use another directory"):
+    with pytest.raises(ArchiveError, match=r"delete .* or use another directory"):
         SyntheticArchive(tmp_path, **{**KW, "seed": 9}).fetch("um", "BTCUSDT", D2024)
 
 
@@ -387,7 +388,7 @@ def test_tiny_price_day_that_overflowed_is_valid(tmp_path):
 class ExtremeArchive(SyntheticArchive):
     """A universe whose bases sit at the edges of what the model can price: 1e-8 .. 1e6."""
 
-    PRICES = {"BTC": 1e6, "ETH": 3e3, "SHIB": 1e-8, "TINY": 3e-8, "PEPE": 1e-6, "BIG": 5e5}
+    PRICES: ClassVar = {"BTC": 1e6, "ETH": 3e3, "SHIB": 1e-8, "TINY": 3e-8, "PEPE": 1e-6, "BIG": 5e5}
 
     def _make_bases(self):
         from mnemo_assets.binance.synthetic import _Base

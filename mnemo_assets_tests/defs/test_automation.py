@@ -6,8 +6,8 @@ import pytest
 from dagster import AssetCheckEvaluation, AssetKey, AssetMaterialization, DagsterInstance, evaluate_automation_conditions
 
 from mnemo_assets.config import MarketSettings
-from mnemo_assets.defs.checks import latest_materialization
 from mnemo_assets.definitions import build_definitions
+from mnemo_assets.defs.checks import latest_materialization
 from mnemo_assets_tests.defs.conftest import small_settings
 
 P = ["binance", "spot", "usdt"]
@@ -110,7 +110,7 @@ def test_the_newest_day_flows_through_each_asset_as_its_inputs_arrive(world):
 
 
 def test_metadata_waits_for_every_day_of_its_window(world):
-    defs, instance = world
+    defs, _instance = world
     # wipe one returns-partials day inside the 30-day window of 2025-01-08 by starting a fresh instance
     fresh = DagsterInstance.ephemeral()
     for key in (TRADES, QUALITY, GRID5, GRID10, IPART):

@@ -8,7 +8,6 @@ from datetime import date, datetime, timedelta
 import polars as pl
 from dagster import (
     AssetKey,
-    DagsterInstance,
     build_sensor_context,
     evaluate_automation_conditions,
 )

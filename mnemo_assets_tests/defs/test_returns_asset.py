@@ -1,14 +1,14 @@
 """The gridded-returns asset: D−1..D+1 windows, checks, and partitions equal one computation over all days."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from mnemo_assets.config import MarketSettings
-from mnemo_assets.defs.planning import batches, plan, requested_days, store_listing
 from mnemo_assets.definitions import build_definitions
+from mnemo_assets.defs.planning import batches, plan, requested_days, store_listing
 from mnemo_assets.returns import gridded_returns
 from mnemo_assets.storage.layout import grid_dataset, returns_dataset
 from mnemo_assets.storage.parquet import existing_days, scan_days
@@ -67,7 +67,7 @@ def test_missing_next_day_grid_is_a_clear_error(data_root):
 
 def test_newest_partition_is_not_computed_without_its_next_day(data_root):
     """Dagster clamps D+1 away at the last partition; the asset notices instead of computing without it."""
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
     settings = spot_only(data_root).model_copy(update={"start_date": yesterday - timedelta(days=3)})
     instance = DagsterInstance.ephemeral()
     lo, hi = (yesterday - timedelta(days=1)).isoformat(), yesterday.isoformat()

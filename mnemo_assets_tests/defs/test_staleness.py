@@ -3,7 +3,7 @@ changed data marks them stale."""
 
 from datetime import date
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
@@ -55,7 +55,8 @@ def test_recompute_marks_dependents_stale_only_when_data_changed(tmp_path, data_
     zip_path = mirror / archive_key("spot", pair, D1)
     other = SyntheticArchive(tmp_path / "gen2", seed=12, n_pairs=8, trades_per_day=6000, start=date(2024, 12, 1), end=D2)
     other_pair = next(p for p in other.list_pairs("spot") if D1 in other.list_days("spot", p) and p.endswith("USDT"))
-    import zipfile, io  # noqa: E401
+    import io
+    import zipfile
 
     csv = other.csv_bytes("spot", other_pair, D1)
     buf = io.BytesIO()

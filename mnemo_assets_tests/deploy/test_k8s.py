@@ -102,7 +102,7 @@ def test_dockerfile_lints_clean():
 def test_dockerfile_copies_what_the_package_needs_and_the_context_keeps_it():
     files = image_files()
     patterns = dockerignore_patterns()
-    for image_path, repo_file in files.items():
+    for _image_path, repo_file in files.items():
         rel = repo_file.relative_to(REPO).as_posix()
         if "__pycache__" in rel or rel.endswith(".pyc"):
             continue
@@ -320,7 +320,7 @@ def test_a_run_becomes_the_kubernetes_job_the_values_describe(chart_home, code_s
     listing = sync_list_repositories_grpc(DagsterGrpcClient(port=port, host="127.0.0.1"))
     assert listing.container_image == chart.image_name(dep["image"])
     assert listing.container_context == chart.container_context(chart.load_values(), dep)
-    (repo_name, pointer), = listing.repository_code_pointer_dict.items()
+    (_repo_name, pointer), = listing.repository_code_pointer_dict.items()
     origin = JobPythonOrigin(
         "__ASSET_JOB",
         RepositoryPythonOrigin(
