@@ -99,6 +99,7 @@ def pure(settings, days: list[date]) -> dict[str, float]:
     for market, ms in settings.markets.items():
         trades_by_day = {}
         for day in days:
+
             def ingest(day=day):
                 rows, frames = [], []
                 plan = plan_day(source, market, ms.pegs, day, ms.contracts)
@@ -110,31 +111,35 @@ def pure(settings, days: list[date]) -> dict[str, float]:
                 write(trades, layout.trades_dataset(market), day)
                 write(ledger_frame(rows), layout.quality_dataset(market), day)
                 return trades
+
             trades_by_day[day] = timed("ingest", ingest)
         for peg in ms.pegs:
             grids = {}
             for interval in settings.grids.intervals:
                 for day in days:
+
                     def grid(day=day, interval=interval):
                         g = last_trade_grid(trades_by_day[day].filter(pl.col("peg_symbol") == peg), interval)
                         write(g, layout.grid_dataset(market, interval, peg), day)
                         return g
+
                     grids[(interval, day)] = timed("grids", grid)
-            mark_grid = pl.concat(
-                [grids[(settings.returns.grid_interval, d)].with_columns(pl.col("symbol").cast(pl.String)) for d in days]
-            )
+            mark_grid = pl.concat([grids[(settings.returns.grid_interval, d)].with_columns(pl.col("symbol").cast(pl.String)) for d in days])
 
             def returns():
                 out = gridded_returns(mark_grid.lazy(), ret_days[0], ret_days[-1] + timedelta(days=1), settings.returns.intervals[0])
                 for day in ret_days:
                     write(out.filter(pl.col("date") == day), layout.returns_dataset(market, settings.returns.intervals[0], peg), day)
                 return out
+
             rets = timed("returns", returns)
 
             def metadata():
                 iparts, rparts = [], []
                 for day in days:
-                    ip = partials(grids[(settings.metadata.grid_interval, day)].lazy(), iplan, "last_trade_time", spec.interval, last_time=True).collect()
+                    ip = partials(
+                        grids[(settings.metadata.grid_interval, day)].lazy(), iplan, "last_trade_time", spec.interval, last_time=True
+                    ).collect()
                     write(ip, layout.metadata_partials_dataset(market, spec.interval, "index", peg), day)
                     iparts.append(ip)
                 for day in ret_days:
@@ -143,10 +148,12 @@ def pure(settings, days: list[date]) -> dict[str, float]:
                     rparts.append(rp)
                 ip_all = pl.concat([p.with_columns(pl.col("symbol").cast(pl.String)) for p in iparts])
                 rp_all = pl.concat([p.with_columns(pl.col("symbol").cast(pl.String)) for p in rparts])
-                out = metadata_from_partials(ip_all, rp_all, spec, ret_days[0], ret_days[-1] + timedelta(days=1),
-                                             grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA)
+                out = metadata_from_partials(
+                    ip_all, rp_all, spec, ret_days[0], ret_days[-1] + timedelta(days=1), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA
+                )
                 for day in ret_days:
                     write(out.filter(pl.col("grid_time").dt.date() == day), layout.metadata_dataset(market, spec.interval, peg), day)
+
             timed("metadata", metadata)
     return times
 
@@ -261,8 +268,10 @@ def main() -> int:
         print("| path | wall | runs | waiting for the daemon | run start + code load | steps (compute, IO, events) |")
         print("|---|---|---|---|---|---|")
         print(f"| pure functions, one process | {pure_wall:.1f} s | – | – | – | {pure_wall:.1f} s |")
-        print(f"| UI backfill (webserver + daemon) | {ui['wall']:.1f} s | {ui['runs']} | {ui['daemon_wait']:.1f} s | "
-              f"{ui['run_start_and_code_load']:.1f} s | {ui['steps']:.1f} s |")
+        print(
+            f"| UI backfill (webserver + daemon) | {ui['wall']:.1f} s | {ui['runs']} | {ui['daemon_wait']:.1f} s | "
+            f"{ui['run_start_and_code_load']:.1f} s | {ui['steps']:.1f} s |"
+        )
         print(f"\nratio UI / pure: {ratio:.2f} (target ≤ 1.5); backfill status {ui['status']}")
         return 0 if ui["status"] in ("COMPLETED", "COMPLETED_SUCCESS") else 1
     finally:

@@ -43,9 +43,11 @@ def add_common_args(p: argparse.ArgumentParser, rounds: int = 5) -> argparse.Arg
     p.add_argument("--rounds", type=int, default=rounds, help=f"interleaved rounds (one timed run each; default {rounds})")
     p.add_argument("--seed", type=int, default=7, help="synthetic archive seed (default 7)")
     p.add_argument("--day", type=date.fromisoformat, default=DEFAULT_DAY, help=f"the synthetic day (default {DEFAULT_DAY})")
-    p.add_argument("--pegs", default="USDT,USDC",
-                   help="spot pegs of the synthetic universe; every symbol trades on the first, ~1/5 also on the others "
-                        "(default USDT,USDC)")
+    p.add_argument(
+        "--pegs",
+        default="USDT,USDC",
+        help="spot pegs of the synthetic universe; every symbol trades on the first, ~1/5 also on the others (default USDT,USDC)",
+    )
     return p
 
 
@@ -83,8 +85,15 @@ def _pick_pairs(args: argparse.Namespace, trades_per_day: int):
     n_pairs = max(1, round(args.symbols / (1 - second_share) * 1.08))  # listings/delistings lose a few
     cache = Path(args.workdir) / f"synthetic-archive_n{args.trades}_s{args.symbols}_seed{args.seed}_{args.pegs.replace(',', '-')}"
     while True:
-        arch = SyntheticArchive(cache, seed=args.seed, n_pairs=n_pairs, trades_per_day=trades_per_day,
-                                start=date(2024, 12, 20), end=args.day + timedelta(days=1), pegs=pegs)
+        arch = SyntheticArchive(
+            cache,
+            seed=args.seed,
+            n_pairs=n_pairs,
+            trades_per_day=trades_per_day,
+            start=date(2024, 12, 20),
+            end=args.day + timedelta(days=1),
+            pegs=pegs,
+        )
         listed = [arch.pair_info("spot", p) for p in arch.list_pairs("spot") if args.day in arch.list_days("spot", p)]
         # a symbol counts when its first-peg pair trades that day; keep every listed peg of it
         symbols = sorted({i.symbol for i in listed if i.peg == pegs[0]})
@@ -120,8 +129,10 @@ def build_trades(args: argparse.Namespace) -> Path:
             break
         tpd = max(1, round(tpd * args.trades / max(expected, 1)))
         arch, infos, expected = _pick_pairs(args, tpd)
-    _log(f"generating {len(infos)} pairs / {len({i.symbol for i in infos})} symbols, ~{expected:,} trades "
-         f"(SyntheticArchive trades_per_day={tpd:,}) ...")
+    _log(
+        f"generating {len(infos)} pairs / {len({i.symbol for i in infos})} symbols, ~{expected:,} trades "
+        f"(SyntheticArchive trades_per_day={tpd:,}) ..."
+    )
     counts: dict[str, int] = {}
 
     def frames():
@@ -136,13 +147,17 @@ def build_trades(args: argparse.Namespace) -> Path:
 
     md = pq.ParquetFile(path).metadata
     info = {
-        "rows": res.rows, "pairs": len(infos), "symbols": len(res.symbols), "pegs": sorted(counts.items()),
-        "row_groups": md.num_row_groups, "trades_per_day_knob": tpd, "file_bytes": path.stat().st_size,
+        "rows": res.rows,
+        "pairs": len(infos),
+        "symbols": len(res.symbols),
+        "pegs": sorted(counts.items()),
+        "row_groups": md.num_row_groups,
+        "trades_per_day_knob": tpd,
+        "file_bytes": path.stat().st_size,
         "build_s": round(t2 - t0, 2),
     }
     meta.write_text(json.dumps(info, indent=1) + "\n")
-    _log(f"wrote {path} ({res.rows:,} rows, {md.num_row_groups} row groups, {info['file_bytes'] / 2**20:.0f} MiB) "
-         f"in {t2 - t0:.1f} s")
+    _log(f"wrote {path} ({res.rows:,} rows, {md.num_row_groups} row groups, {info['file_bytes'] / 2**20:.0f} MiB) in {t2 - t0:.1f} s")
     return path
 
 
@@ -207,8 +222,7 @@ def measure(fn: Callable[[], object], describe: Callable[[object], dict] | None 
     wall = time.perf_counter() - t0
     c1 = os.times()
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    out = {"wall_s": wall, "cpu_s": cpu, "base_rss_kb": base, "hwm_kb": _status_kb("VmHWM"),
-           "load": os.getloadavg()[0], **extra}
+    out = {"wall_s": wall, "cpu_s": cpu, "base_rss_kb": base, "hwm_kb": _status_kb("VmHWM"), "load": os.getloadavg()[0], **extra}
     if describe is not None:
         out.update(describe(result))
     print("@@RESULT " + json.dumps(out, default=str), flush=True)
@@ -223,7 +237,7 @@ def run_worker(script: Path, worker_args: list[str], timeout: float = 1800) -> d
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT ")]
     if not lines:
         raise RuntimeError(f"worker {worker_args} printed no result:\n{proc.stdout}\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("@@RESULT "):])
+    return json.loads(lines[-1][len("@@RESULT ") :])
 
 
 def interleaved(jobs: dict[str, tuple[Path, list[str]]], rounds: int) -> dict[str, dict]:
@@ -232,13 +246,15 @@ def interleaved(jobs: dict[str, tuple[Path, list[str]]], rounds: int) -> dict[st
     names = list(jobs)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             script, wargs = jobs[name]
             res = run_worker(script, wargs)
             runs[name].append(res)
-            _log(f"round {r + 1}/{rounds} {name}: wall {res['wall_s']:.3f} s, cpu {res['cpu_s']:.2f} s, "
-                 f"peak {res['hwm_kb'] / 1024:,.0f} MiB, load {res['load']:.1f}")
+            _log(
+                f"round {r + 1}/{rounds} {name}: wall {res['wall_s']:.3f} s, cpu {res['cpu_s']:.2f} s, "
+                f"peak {res['hwm_kb'] / 1024:,.0f} MiB, load {res['load']:.1f}"
+            )
     out = {}
     for name, rs in runs.items():
         out[name] = {
@@ -265,8 +281,9 @@ def machine_line() -> str:
 
     import psutil
 
-    return (f"{platform.node()}: {os.cpu_count()} logical cores, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.node()}: {os.cpu_count()} logical cores, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, Python {platform.python_version()}"
+    )
 
 
 def versions_line() -> str:

@@ -57,8 +57,7 @@ def work(step: str, trades: str, grid: str, returns: str, day):
         def run():
             ip = partials(pl.scan_parquet(grid), iplan, "last_trade_time", spec.interval, last_time=True).collect()
             rp = partials(pl.scan_parquet(returns), rplan, "returns_grid_time", spec.interval).collect()
-            return metadata_from_partials(ip, rp, spec, day, day + timedelta(days=1), grid_schema=GRID_SCHEMA,
-                                          returns_schema=RETURNS_SCHEMA)
+            return metadata_from_partials(ip, rp, spec, day, day + timedelta(days=1), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA)
 
         return run
     raise ValueError(step)
@@ -80,9 +79,28 @@ def run(args: argparse.Namespace) -> dict:
     if not returns.exists():
         gridded_returns(pl.scan_parquet(grid), args.day, args.day + timedelta(days=1), "10m").write_parquet(returns)
     common.warm_os_cache(trades, grid, returns)
-    jobs = {s: (SCRIPT, ["--worker", s, "--file", str(trades), "--grid-file", str(grid), "--returns-file", str(returns),
-                         "--trades", str(args.trades), "--symbols", str(args.symbols), "--day", args.day.isoformat()])
-            for s in STEPS}
+    jobs = {
+        s: (
+            SCRIPT,
+            [
+                "--worker",
+                s,
+                "--file",
+                str(trades),
+                "--grid-file",
+                str(grid),
+                "--returns-file",
+                str(returns),
+                "--trades",
+                str(args.trades),
+                "--symbols",
+                str(args.symbols),
+                "--day",
+                args.day.isoformat(),
+            ],
+        )
+        for s in STEPS
+    }
     res = common.interleaved(jobs, args.rounds)
     return {"input": common.describe_inputs(args), "results": res}
 

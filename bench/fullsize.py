@@ -180,15 +180,26 @@ class Stage:
 
 def run_stage(config: Path, stage: Stage, logs: Path) -> dict:
     """Run one stage in a fresh subprocess; its JSON result plus ``peak_rss`` from ``os.wait4``."""
-    spec = {"config": str(config), "keys": stage.keys, "start": stage.day.isoformat(),
-            "end": (stage.end or stage.day).isoformat(), "missing_only": stage.missing_only, "label": stage.label}
+    spec = {
+        "config": str(config),
+        "keys": stage.keys,
+        "start": stage.day.isoformat(),
+        "end": (stage.end or stage.day).isoformat(),
+        "missing_only": stage.missing_only,
+        "label": stage.label,
+    }
     logs.mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() else "_" for c in stage.label)
     err_path = logs / f"{safe}.log"
     t = time.perf_counter()
     with open(err_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
-                                stderr=err, cwd=str(config.parent), env={**os.environ, "DAGSTER_HOME": str(config.parent / "dagster_home")})
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=str(config.parent),
+            env={**os.environ, "DAGSTER_HOME": str(config.parent / "dagster_home")},
+        )
         out = proc.stdout.read().decode()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -196,7 +207,7 @@ def run_stage(config: Path, stage: Stage, logs: Path) -> dict:
     result = {"ok": False}
     for line in out.splitlines():
         if line.startswith("FULLSIZE_RESULT "):
-            result = json.loads(line[len("FULLSIZE_RESULT "):])
+            result = json.loads(line[len("FULLSIZE_RESULT ") :])
     result["peak_rss"] = usage.ru_maxrss * 1024  # KiB on Linux
     result["process"] = wall
     result["exit"] = proc.returncode
@@ -262,17 +273,25 @@ def worker(spec: dict) -> int:
     settings = load(Path(spec["config"]))
     start, end = date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"])
     days = [start + timedelta(days=k) for k in range((end - start).days + 1)]
-    keys = [AssetKey(k.split("/")) for k in spec["keys"]] if spec["keys"] else sorted(
-        build_definitions(settings).resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string())
+    keys = (
+        [AssetKey(k.split("/")) for k in spec["keys"]]
+        if spec["keys"]
+        else sorted(build_definitions(settings).resolve_asset_graph().get_all_asset_keys(), key=lambda k: k.to_user_string())
+    )
     build_definitions(settings)  # what run_request builds first (warms imports; counted in base)
     instance = get_instance()
     base = _rss()
     t = time.perf_counter()
-    summary = run_request(settings, Request(keys, days, spec["missing_only"], f"fullsize {spec['label']}"),
-                          progress=False, echo=lambda line: print(line, file=sys.stderr), instance=instance)
+    summary = run_request(
+        settings,
+        Request(keys, days, spec["missing_only"], f"fullsize {spec['label']}"),
+        progress=False,
+        echo=lambda line: print(line, file=sys.stderr),
+        instance=instance,
+    )
     wall = time.perf_counter() - t
     stop.set()
-    for line in (summary.lines() if summary else []):
+    for line in summary.lines() if summary else []:
         print(line, file=sys.stderr)
     steps, runs = 0.0, 0
     if summary is not None and summary.backfill_id:
@@ -294,9 +313,15 @@ def worker(spec: dict) -> int:
     except parquet.PartitionError:
         pass
     result = {
-        "ok": bool(summary is not None and summary.ok), "step": steps, "run_request": wall, "runs": runs,
-        "base_rss": base, "peak_anon": peak_anon[0], "trades": trades,
-        "files": counters["files"], "hashed": counters["hashed"],
+        "ok": bool(summary is not None and summary.ok),
+        "step": steps,
+        "run_request": wall,
+        "runs": runs,
+        "base_rss": base,
+        "peak_anon": peak_anon[0],
+        "trades": trades,
+        "files": counters["files"],
+        "hashed": counters["hashed"],
     }
     print("FULLSIZE_RESULT " + json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
@@ -333,8 +358,10 @@ def fullsize(args, work: Path) -> bool:
     counts = {d: day_counts(args.pairs, tpd, day, pegs, d) for d in (day, nxt)}
     folder = work / "fullsize"
     config = write_config(folder, pegs=pegs, pairs=args.pairs, trades_per_day=tpd, start=day)
-    log(f"full-size: {config} (n_pairs={args.pairs}, trades_per_day={tpd:,}); "
-        + "; ".join(f"{d}: {n:,} trades over {p} pairs" for d, (n, p) in counts.items()))
+    log(
+        f"full-size: {config} (n_pairs={args.pairs}, trades_per_day={tpd:,}); "
+        + "; ".join(f"{d}: {n:,} trades over {p} pairs" for d, (n, p) in counts.items())
+    )
     files, secs = generate(config, [day, nxt], args.workers)
     log(f"full-size: {files} archive zips ready in {secs:.0f}s (untimed)")
     stages = keys_of(pegs)
@@ -357,10 +384,14 @@ def fullsize(args, work: Path) -> bool:
             break
     du = sum(f.stat().st_size for f in (folder / "data").rglob("*") if f.is_file())
     print()
-    print(f"Full-size day {day} (spot {'/'.join(pegs)}, {counts[day][1]} pairs, {counts[day][0]:,} trades; "
-          f"D+1 {counts[nxt][0]:,} trades): each stage alone, a fresh process, the real asset via run_request")
-    print(f"machine: {os.cpu_count()} cores (shared, times noisy), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB:.0f} GiB RAM; "
-          f"polars {__import__('polars').__version__}, dagster {__import__('dagster').__version__}; store {du / GiB:.1f} GiB")
+    print(
+        f"Full-size day {day} (spot {'/'.join(pegs)}, {counts[day][1]} pairs, {counts[day][0]:,} trades; "
+        f"D+1 {counts[nxt][0]:,} trades): each stage alone, a fresh process, the real asset via run_request"
+    )
+    print(
+        f"machine: {os.cpu_count()} cores (shared, times noisy), {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB:.0f} GiB RAM; "
+        f"polars {__import__('polars').__version__}, dagster {__import__('dagster').__version__}; store {du / GiB:.1f} GiB"
+    )
     print()
     print("| stage | step (s) | process (s) | trades/s (step) | peak RSS (GiB) | base RSS (GiB) | peak anon (GiB) | ≤ limit |")
     print("|---|---:|---:|---:|---:|---:|---:|:-:|")
@@ -369,8 +400,10 @@ def fullsize(args, work: Path) -> bool:
         within = r["peak_rss"] <= limit
         ok &= within
         rate = f"{trades / r['step']:,.0f}" if r.get("step") else "–"
-        print(f"| {label} | {r.get('step', 0):.1f} | {r['process']:.1f} | {rate} | {gib(r['peak_rss'])} | "
-              f"{gib(r.get('base_rss', 0))} | {gib(r.get('peak_anon', 0))} | {'yes' if within else '**NO**'} |")
+        print(
+            f"| {label} | {r.get('step', 0):.1f} | {r['process']:.1f} | {rate} | {gib(r['peak_rss'])} | "
+            f"{gib(r.get('base_rss', 0))} | {gib(r.get('peak_anon', 0))} | {'yes' if within else '**NO**'} |"
+        )
     print()
     print(f"every stage ≤ {args.limit_gib:g} GiB peak RSS: {'yes' if ok else 'NO'}")
     (folder / "result.json").write_text(json.dumps({"rows": [(l, r, t) for l, r, t in rows], "tpd": tpd}, indent=1, default=str))
@@ -402,8 +435,11 @@ def history(args, work: Path) -> bool:
         far = stale_carry_day(config, far, far - timedelta(days=5), far + timedelta(days=6))
     points = sorted({start, start + timedelta(days=min(args.history_mid, (far - start).days)), far})
     days = [start + timedelta(days=k) for k in range((far - start).days + 2)]
-    log(f"history: {config} ({args.history_pairs} pairs, {args.history_trades:,} trades/day); measured days "
-        + ", ".join(f"{(d - start).days} ({d})" for d in points) + f"; archive {days[0]}..{days[-1]}")
+    log(
+        f"history: {config} ({args.history_pairs} pairs, {args.history_trades:,} trades/day); measured days "
+        + ", ".join(f"{(d - start).days} ({d})" for d in points)
+        + f"; archive {days[0]}..{days[-1]}"
+    )
     files, secs = generate(config, days, args.workers)
     log(f"history: {files} archive zips ready in {secs:.0f}s (untimed)")
     stages = keys_of(pegs)
@@ -438,18 +474,22 @@ def history(args, work: Path) -> bool:
 
     slash = " / ".join(str(o) for o in offsets)
     print()
-    print(f"Flat in history (spot {'/'.join(pegs)}, {args.history_pairs} pairs, {args.history_trades:,} trades/day, first partition {start}): "
-          f"every asset's partition of day {slash}, re-materialized alone in a fresh process while the store holds the days up to D+1 "
-          f"(day {offsets[-1]} = {far}: its returns carry in stale marks from earlier days); times: best of {args.repeat}, "
-          f"other columns: median")
+    print(
+        f"Flat in history (spot {'/'.join(pegs)}, {args.history_pairs} pairs, {args.history_trades:,} trades/day, first partition {start}): "
+        f"every asset's partition of day {slash}, re-materialized alone in a fresh process while the store holds the days up to D+1 "
+        f"(day {offsets[-1]} = {far}: its returns carry in stale marks from earlier days); times: best of {args.repeat}, "
+        f"other columns: median"
+    )
     print()
     print(f"| asset | step (s), day {slash} | day {offsets[-1]} / day {offsets[0]} | process (s) | peak RSS (GiB) | files opened | MB hashed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in stages:
         first, last = best(measured[name][offsets[0]], "step"), best(measured[name][offsets[-1]], "step")
-        print(f"| {name} | {cells(name, best, 'step', '.2f')} | {last / first if first else float('nan'):.2f} | "
-              f"{cells(name, best, 'process', '.1f')} | {' / '.join(gib(med(measured[name][o], 'peak_rss')) for o in offsets)} | "
-              f"{cells(name, med, 'files', '.0f')} | {' / '.join(f'{hashed / 1e6:.1f}' for hashed in mb_hashed(name))} |")
+        print(
+            f"| {name} | {cells(name, best, 'step', '.2f')} | {last / first if first else float('nan'):.2f} | "
+            f"{cells(name, best, 'process', '.1f')} | {' / '.join(gib(med(measured[name][o], 'peak_rss')) for o in offsets)} | "
+            f"{cells(name, med, 'files', '.0f')} | {' / '.join(f'{hashed / 1e6:.1f}' for hashed in mb_hashed(name))} |"
+        )
     (folder / "result.json").write_text(json.dumps({str(k): v for k, v in measured.items()}, indent=1, default=str))
     return ok
 

@@ -100,8 +100,17 @@ def compare(a_path: str, b_path: str) -> dict:
     import numpy as np
     import polars as pl
 
-    sums = ["volume_base", "volume_quote", "taker_buy_volume_quote", "taker_sell_volume_quote", "vwap_taker_buy",
-            "vwap_taker_sell", "vwap_total_by_base", "taker_buy_volume_base", "taker_sell_volume_base"]
+    sums = [
+        "volume_base",
+        "volume_quote",
+        "taker_buy_volume_quote",
+        "taker_sell_volume_quote",
+        "vwap_taker_buy",
+        "vwap_taker_sell",
+        "vwap_total_by_base",
+        "taker_buy_volume_base",
+        "taker_sell_volume_base",
+    ]
     a = pl.read_parquet(a_path).with_columns(pl.col("symbol").cast(pl.String))
     b = pl.read_parquet(b_path).with_columns(pl.col("symbol").cast(pl.String))
     if a.height != b.height:
@@ -117,8 +126,14 @@ def compare(a_path: str, b_path: str) -> dict:
         bits += int((x[both].view("u8") != y[both].view("u8")).sum())
         d = np.abs(x[both] - y[both]) / np.maximum(np.abs(y[both]), 1e-300)
         rel = max(rel, float(d.max()) if d.size else 0.0)
-    return {"ok": not mismatched and rel <= 1e-12, "rows": a.height, "mismatched": mismatched, "max_rel": rel,
-            "sum_cells_differing_in_bits": bits, "sum_cells": a.height * len(sums)}
+    return {
+        "ok": not mismatched and rel <= 1e-12,
+        "rows": a.height,
+        "mismatched": mismatched,
+        "max_rel": rel,
+        "sum_cells_differing_in_bits": bits,
+        "sum_cells": a.height * len(sums),
+    }
 
 
 def run(args: argparse.Namespace, engines=ENGINES) -> dict:
@@ -145,11 +160,15 @@ def summary(out: dict, label: str) -> list[str]:
     r = out["results"]
     info = out["input"]
     duck = r["duckdb"]["wall_s"]
-    lines = [f"grid, {label}: {info.get('rows', 0):,} trades, {info.get('pairs')} pairs, {info.get('row_groups')} row groups, "
-             f"{info.get('file_bytes', 0) / 2**20:.0f} MiB"]
+    lines = [
+        f"grid, {label}: {info.get('rows', 0):,} trades, {info.get('pairs')} pairs, {info.get('row_groups')} row groups, "
+        f"{info.get('file_bytes', 0) / 2**20:.0f} MiB"
+    ]
     for e, x in r.items():
-        lines.append(f"  {e:8s} median {x['wall_s']:7.3f} s  cpu {x['cpu_s']:6.2f} s  peak {x['hwm_kb'] / 2**20:5.2f} GiB  "
-                     f"vs duckdb {x['wall_s'] / duck:5.2f}x (cpu {x['cpu_s'] / r['duckdb']['cpu_s']:5.2f}x)  load {x['load']:.1f}  n={x['n']}")
+        lines.append(
+            f"  {e:8s} median {x['wall_s']:7.3f} s  cpu {x['cpu_s']:6.2f} s  peak {x['hwm_kb'] / 2**20:5.2f} GiB  "
+            f"vs duckdb {x['wall_s'] / duck:5.2f}x (cpu {x['cpu_s'] / r['duckdb']['cpu_s']:5.2f}x)  load {x['load']:.1f}  n={x['n']}"
+        )
     for k, c in out["checks"].items():
         lines.append(f"  check polars vs {k}: {'OK' if c['ok'] else 'MISMATCH'} {c}")
     return lines

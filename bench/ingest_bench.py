@@ -56,8 +56,9 @@ def build(args: argparse.Namespace) -> Path:
         csv = folder / (Path(f.path).stem + ".csv")
         with zipfile.ZipFile(f.path) as zf:
             csv.write_bytes(zf.read(zf.infolist()[0]))
-        chosen.append({"zip": str(f.path), "csv": str(csv), "pair": info.pair, "symbol": info.symbol, "peg": info.peg,
-                       "sha256": f.sha256, "trades": n})
+        chosen.append(
+            {"zip": str(f.path), "csv": str(csv), "pair": info.pair, "symbol": info.symbol, "peg": info.peg, "sha256": f.sha256, "trades": n}
+        )
         total += n
         if total >= args.ingest_trades:
             break
@@ -114,8 +115,9 @@ def work(engine: str, manifest: Path, pegs: tuple[str, ...]):
                             shutil.copyfileobj(src, dst, 1 << 22)
                     csvs.append(out)
                 names = ", ".join("'" + c + "'" for c in csvs)
-                meta = " UNION ALL ".join(f"SELECT '{c}' AS filename, '{p['symbol']}' AS symbol, '{p['peg']}' AS peg_symbol"
-                                          for c, p in zip(csvs, pairs, strict=True))
+                meta = " UNION ALL ".join(
+                    f"SELECT '{c}' AS filename, '{p['symbol']}' AS symbol, '{p['peg']}' AS peg_symbol" for c, p in zip(csvs, pairs, strict=True)
+                )
                 out = os.path.join(tmp, "trades.parquet")
                 con.execute(f"""
                     COPY (
@@ -135,8 +137,15 @@ def work(engine: str, manifest: Path, pegs: tuple[str, ...]):
     if engine == "floor":
         import polars as pl
 
-        schema = {"id": pl.Int64, "price": pl.Float64, "qty": pl.Float64, "quote_qty": pl.Float64, "time": pl.Int64,
-                  "is_buyer_maker": pl.String, "is_best_match": pl.String}
+        schema = {
+            "id": pl.Int64,
+            "price": pl.Float64,
+            "qty": pl.Float64,
+            "quote_qty": pl.Float64,
+            "time": pl.Int64,
+            "is_buyer_maker": pl.String,
+            "is_best_match": pl.String,
+        }
 
         def run():
             return sum(pl.read_csv(p["csv"], has_header=False, schema=schema).height for p in pairs)
@@ -165,12 +174,16 @@ def summary(out: dict) -> list[str]:
     r = out["results"]
     lines = [f"ingest: {out['trades']:,} trades in {out['pairs']} zips (rows written/read per engine: {out['rows']})"]
     for e, x in r.items():
-        lines.append(f"  {e:7s} median {x['wall_s']:7.3f} s  cpu {x['cpu_s']:6.2f} s  {out['trades'] / x['cpu_s'] / 1e6:5.2f} M trades/cpu-s  "
-                     f"peak {x['hwm_kb'] / 2**20:5.2f} GiB  load {x['load']:.1f}")
+        lines.append(
+            f"  {e:7s} median {x['wall_s']:7.3f} s  cpu {x['cpu_s']:6.2f} s  {out['trades'] / x['cpu_s'] / 1e6:5.2f} M trades/cpu-s  "
+            f"peak {x['hwm_kb'] / 2**20:5.2f} GiB  load {x['load']:.1f}"
+        )
     pol = r["polars"]["cpu_s"]
     for e in ("duckdb", "floor"):
         if e in r:
-            lines.append(f"  polars / {e} (per-core throughput ratio, CPU time): {pol / r[e]['cpu_s']:.2f}x; wall {r['polars']['wall_s'] / r[e]['wall_s']:.2f}x")
+            lines.append(
+                f"  polars / {e} (per-core throughput ratio, CPU time): {pol / r[e]['cpu_s']:.2f}x; wall {r['polars']['wall_s'] / r[e]['wall_s']:.2f}x"
+            )
     return lines
 
 

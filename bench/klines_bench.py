@@ -109,9 +109,15 @@ def run_once(workdir: Path, day: date, variant: str) -> dict:
         instance = DagsterInstance.ephemeral()
 
         def go():
-            return materialize(list(defs.assets), selection=keys, resources=defs.resources, instance=instance,
-                               partition_key=day.isoformat(), raise_on_error=True,
-                               run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+            return materialize(
+                list(defs.assets),
+                selection=keys,
+                resources=defs.resources,
+                instance=instance,
+                partition_key=day.isoformat(),
+                raise_on_error=True,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
 
         t0 = time.thread_time()
         wall, cpu, foreign, result = timed(go)
@@ -121,10 +127,17 @@ def run_once(workdir: Path, day: date, variant: str) -> dict:
     steps = sum(e.event_specific_data.duration_ms for e in result.all_events if e.event_type_value == "STEP_SUCCESS") / 1000
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == "reconciles_with_klines"]
     instance.dispose()
-    return {"variant": variant, "wall_s": round(wall, 4), "steps_s": round(steps, 4), "cpu_s": round(cpu, 3),
-            "thread_cpu_s": round(thread_cpu, 3),
-            "foreign_cpu_s": round(foreign, 3), "clean": foreign <= max(0.10 * wall, 0.05),
-            "checks_passed": all(c.passed for c in checks), "checks": len(checks)}
+    return {
+        "variant": variant,
+        "wall_s": round(wall, 4),
+        "steps_s": round(steps, 4),
+        "cpu_s": round(cpu, 3),
+        "thread_cpu_s": round(thread_cpu, 3),
+        "foreign_cpu_s": round(foreign, 3),
+        "clean": foreign <= max(0.10 * wall, 0.05),
+        "checks_passed": all(c.passed for c in checks),
+        "checks": len(checks),
+    }
 
 
 def check_ledgers(workdir: Path, day: date) -> dict:
@@ -162,11 +175,16 @@ def main() -> None:
     p.add_argument("--day", type=date.fromisoformat, default=date(2025, 1, 15))
     p.add_argument("--rounds", type=int, default=7, help="clean timed runs wanted of each variant (default 7)")
     p.add_argument("--max-rounds", type=int, default=30, help="give up on clean runs after this many rounds (default 30)")
-    p.add_argument("--quiet-wait", type=float, default=60.0,
-                   help="before each run, wait up to this many seconds for other processes to go quiet (default 60)")
+    p.add_argument(
+        "--quiet-wait", type=float, default=60.0, help="before each run, wait up to this many seconds for other processes to go quiet (default 60)"
+    )
     p.add_argument("--workdir", default="/tmp/mnemo-bench-ingest")
-    p.add_argument("--trades-per-day", type=int, default=TRADES_PER_DAY,
-                   help=f"synthetic spot trades per day (default {TRADES_PER_DAY:,}, the demo's; USD-M 1/2, COIN-M 1/20)")
+    p.add_argument(
+        "--trades-per-day",
+        type=int,
+        default=TRADES_PER_DAY,
+        help=f"synthetic spot trades per day (default {TRADES_PER_DAY:,}, the demo's; USD-M 1/2, COIN-M 1/20)",
+    )
     args = p.parse_args()
     workdir = Path(args.workdir)
     globals()["TRADES_PER_DAY"] = args.trades_per_day
@@ -183,48 +201,65 @@ def main() -> None:
     runs: list[dict] = []
     i = 0
     while i < args.max_rounds and min(sum(r["clean"] for r in runs if r["variant"] == v) for v in VARIANTS) < args.rounds:
-        order = VARIANTS[i % 3:] + VARIANTS[: i % 3]
+        order = VARIANTS[i % 3 :] + VARIANTS[: i % 3]
         for v in order:
             waited = wait_for_quiet(max_wait=args.quiet_wait)
             r = run_once(workdir, args.day, v)
             r["round"], r["waited_s"] = i, round(waited, 1)
             runs.append(r)
-            print(f"[{time.strftime('%H:%M:%S')}] round {i} {v:6s} wall {r['wall_s']:.3f} s  steps {r['steps_s']:.3f} s  "
-                  f"cpu {r['cpu_s']:.2f} s  foreign {r['foreign_cpu_s']:.2f} s{'' if r['clean'] else '  (noisy)'}",
-                  file=sys.stderr)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] round {i} {v:6s} wall {r['wall_s']:.3f} s  steps {r['steps_s']:.3f} s  "
+                f"cpu {r['cpu_s']:.2f} s  foreign {r['foreign_cpu_s']:.2f} s{'' if r['clean'] else '  (noisy)'}",
+                file=sys.stderr,
+            )
         i += 1
     assert all(r["checks_passed"] and r["checks"] == 3 for r in runs if r["variant"] != "off")
     run_once(workdir, args.day, "on")  # the ledger as the default configuration leaves it
     ledgers = check_ledgers(workdir, args.day)
     s = summarise(runs)
-    ratio = {f"{v}/off": {k: round(s[v][k] / s["off"][k], 3) for k in ("wall_s", "steps_s", "cpu_s", "thread_cpu_s")}
-             for v in ("on", "inline")}
-    result = {"day": args.day.isoformat(), "trades_per_day": args.trades_per_day, "inputs": inputs, "summary": s, "ratios": ratio, "ledgers": ledgers, "runs": runs}
+    ratio = {f"{v}/off": {k: round(s[v][k] / s["off"][k], 3) for k in ("wall_s", "steps_s", "cpu_s", "thread_cpu_s")} for v in ("on", "inline")}
+    result = {
+        "day": args.day.isoformat(),
+        "trades_per_day": args.trades_per_day,
+        "inputs": inputs,
+        "summary": s,
+        "ratios": ratio,
+        "ledgers": ledgers,
+        "runs": runs,
+    }
     (workdir / "klines_bench_last.json").write_text(json.dumps(result, indent=1, default=str))
     print("=" * 78)
     what = "demo configuration" if args.trades_per_day == 200_000 else f"demo configuration but {args.trades_per_day:,} trades/day"
-    print(f"ingest of {args.day}, {what}: " + ", ".join(
-        f"{m} {c['pairs']} pairs / {c['trades']:,} trades" for m, c in inputs["markets"].items()))
-    print(f"{'variant':8s} {'wall median':>12s} {'wall best':>10s} {'steps median':>13s} {'cpu median':>11s} "
-          f"{'asset thread cpu':>17s}  clean/runs")
+    print(f"ingest of {args.day}, {what}: " + ", ".join(f"{m} {c['pairs']} pairs / {c['trades']:,} trades" for m, c in inputs["markets"].items()))
+    print(f"{'variant':8s} {'wall median':>12s} {'wall best':>10s} {'steps median':>13s} {'cpu median':>11s} {'asset thread cpu':>17s}  clean/runs")
     for v in VARIANTS:
         x = s[v]
-        print(f"{v:8s} {x['wall_s']:11.3f}s {x['best_wall_s']:9.3f}s {x['steps_s']:12.3f}s {x['cpu_s']:10.2f}s "
-              f"{x['thread_cpu_s']:16.2f}s  {x['clean']}/{x['runs']}")
+        print(
+            f"{v:8s} {x['wall_s']:11.3f}s {x['best_wall_s']:9.3f}s {x['steps_s']:12.3f}s {x['cpu_s']:10.2f}s "
+            f"{x['thread_cpu_s']:16.2f}s  {x['clean']}/{x['runs']}"
+        )
     for name, r in ratio.items():
-        print(f"ratio {name:10s} wall {r['wall_s']:.3f}   steps {r['steps_s']:.3f}   cpu {r['cpu_s']:.3f}   "
-              f"asset thread cpu {r['thread_cpu_s']:.3f}")
+        print(f"ratio {name:10s} wall {r['wall_s']:.3f}   steps {r['steps_s']:.3f}   cpu {r['cpu_s']:.3f}   asset thread cpu {r['thread_cpu_s']:.3f}")
     added = ratio["on/off"]["wall_s"] - 1
     reliable = all(s[v]["clean"] >= 3 for v in VARIANTS)
     if reliable:
-        print(f"reconciliation adds {added:+.1%} to the day's ingest (wall, medians of clean runs); target <= +10%: "
-              f"{'met' if added <= 0.10 else 'NOT met'}")
+        print(
+            f"reconciliation adds {added:+.1%} to the day's ingest (wall, medians of clean runs); target <= +10%: "
+            f"{'met' if added <= 0.10 else 'NOT met'}"
+        )
     else:
-        print(f"NOT JUDGED: fewer than 3 clean runs of a variant (the machine was busy); wall {added:+.1%} over noisy runs, "
-              f"CPU {ratio['on/off']['cpu_s'] - 1:+.1%} (CPU is the steadier figure under load)")
-    print("ledgers (on runs): " + "; ".join(
-        f"{m}: {v['pair_days']} pair-days, klines {v['klines_status']}, {v['minutes_compared']:,} minutes compared, "
-        f"{v['minutes_differing']} differing" for m, v in ledgers.items()))
+        print(
+            f"NOT JUDGED: fewer than 3 clean runs of a variant (the machine was busy); wall {added:+.1%} over noisy runs, "
+            f"CPU {ratio['on/off']['cpu_s'] - 1:+.1%} (CPU is the steadier figure under load)"
+        )
+    print(
+        "ledgers (on runs): "
+        + "; ".join(
+            f"{m}: {v['pair_days']} pair-days, klines {v['klines_status']}, {v['minutes_compared']:,} minutes compared, "
+            f"{v['minutes_differing']} differing"
+            for m, v in ledgers.items()
+        )
+    )
     print("=" * 78)
 
 

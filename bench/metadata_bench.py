@@ -79,11 +79,18 @@ def _log(msg: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--symbols", type=int, default=300, help="target USDT symbols trading on a day (default 300)")
-    p.add_argument("--days", type=int, default=31,
-                   help="metadata input days ending at D (default 31 = D-30..D, what the 30d returns window reads; "
-                        "fewer truncates the windows)")
-    p.add_argument("--trades-per-day", type=int, default=4_000_000,
-                   help="SyntheticArchive trades_per_day knob: expected spot trades per day over all pairs (default 4M)")
+    p.add_argument(
+        "--days",
+        type=int,
+        default=31,
+        help="metadata input days ending at D (default 31 = D-30..D, what the 30d returns window reads; fewer truncates the windows)",
+    )
+    p.add_argument(
+        "--trades-per-day",
+        type=int,
+        default=4_000_000,
+        help="SyntheticArchive trades_per_day knob: expected spot trades per day over all pairs (default 4M)",
+    )
     p.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"cache folder of the synthetic store (default {DEFAULT_WORKDIR})")
     p.add_argument("--repeat", type=int, default=15, help="timed runs per case, best reported (default 15; naive cases use min(repeat, 3))")
     p.add_argument("--seed", type=int, default=7, help="synthetic archive seed (default 7)")
@@ -140,7 +147,9 @@ def spec_for(variant: str):
         return MetadataSpec(
             index={one: [e for exprs in base.index.values() for e in exprs]},
             returns={one: [e for exprs in base.returns.values() for e in exprs]},
-            quantiles=base.quantiles, interval=base.interval, returns_interval=base.returns_interval,
+            quantiles=base.quantiles,
+            interval=base.interval,
+            returns_interval=base.returns_interval,
         )
     raise ValueError(variant)
 
@@ -168,9 +177,13 @@ def _archive(args_dict: dict):
     # ``symbols`` USDT pairs trade each day
     n_pairs = max(2, round(args_dict["symbols"] / 0.93 / 0.8))
     return SyntheticArchive(
-        Path(args_dict["workdir"]) / "synthetic-archive-unused", seed=args_dict["seed"], n_pairs=n_pairs,
-        trades_per_day=args_dict["trades_per_day"], start=ARCHIVE_START,
-        end=date.fromisoformat(args_dict["end"]), pegs=("USDT", "USDC"),
+        Path(args_dict["workdir"]) / "synthetic-archive-unused",
+        seed=args_dict["seed"],
+        n_pairs=n_pairs,
+        trades_per_day=args_dict["trades_per_day"],
+        start=ARCHIVE_START,
+        end=date.fromisoformat(args_dict["end"]),
+        pegs=("USDT", "USDC"),
     )
 
 
@@ -190,8 +203,15 @@ def _build_grid_day(args_dict: dict, day_iso: str) -> dict:
     grid = last_trade_grid(trades, GRID_INTERVAL)
     t2 = time.perf_counter()
     write_partition(grid, args_dict["root"], args_dict["grid_ds"], day)
-    return {"day": day_iso, "pairs": len(pairs), "trades": trades.height, "grid_rows": grid.height,
-            "generate_s": t1 - t0, "grid_s": t2 - t1, "write_s": time.perf_counter() - t2}
+    return {
+        "day": day_iso,
+        "pairs": len(pairs),
+        "trades": trades.height,
+        "grid_rows": grid.height,
+        "generate_s": t1 - t0,
+        "grid_s": t2 - t1,
+        "write_s": time.perf_counter() - t2,
+    }
 
 
 def build(args: argparse.Namespace) -> dict:
@@ -215,8 +235,15 @@ def build(args: argparse.Namespace) -> dict:
     ds = datasets()
     root.mkdir(parents=True, exist_ok=True)
     gdays, mdays = grid_days(args), meta_days(args)
-    args_dict = {"symbols": args.symbols, "workdir": args.workdir, "seed": args.seed, "trades_per_day": args.trades_per_day,
-                 "end": gdays[-1].isoformat(), "root": str(root), "grid_ds": ds["grid"]}
+    args_dict = {
+        "symbols": args.symbols,
+        "workdir": args.workdir,
+        "seed": args.seed,
+        "trades_per_day": args.trades_per_day,
+        "end": gdays[-1].isoformat(),
+        "root": str(root),
+        "grid_ds": ds["grid"],
+    }
     t_all = time.perf_counter()
     _log(f"building {len(gdays)} grid days {gdays[0]}..{gdays[-1]} with {args.build_workers} processes ...")
     t0 = time.perf_counter()
@@ -227,8 +254,10 @@ def build(args: argparse.Namespace) -> dict:
             for f in futures:
                 per_day.append(f.result())
                 r = per_day[-1]
-                _log(f"  grid {r['day']}: {r['pairs']} pairs, {r['trades']:,} trades -> {r['grid_rows']:,} rows "
-                     f"(gen {r['generate_s']:.1f} s, grid {r['grid_s']:.1f} s)")
+                _log(
+                    f"  grid {r['day']}: {r['pairs']} pairs, {r['trades']:,} trades -> {r['grid_rows']:,} rows "
+                    f"(gen {r['generate_s']:.1f} s, grid {r['grid_s']:.1f} s)"
+                )
     else:
         for d in gdays:
             per_day.append(_build_grid_day(args_dict, d.isoformat()))
@@ -251,8 +280,10 @@ def build(args: argparse.Namespace) -> dict:
     part_rows = {"index": {}, "returns": {}}
     for d in mdays:
         # defs/metadata.py per_day_partials: rows of the day, partials(...).collect()
-        for side, src, plan, col, last in (("index", "grid", iplan, "last_trade_time", True),
-                                            ("returns", "returns", rplan, "returns_grid_time", False)):
+        for side, src, plan, col, last in (
+            ("index", "grid", iplan, "last_trade_time", True),
+            ("returns", "returns", rplan, "returns_grid_time", False),
+        ):
             frame = scan_days(root, ds[src], [d])
             rows = frame.filter(pl.col(col).dt.date() == d)
             out = partials(rows, plan, col, spec.interval, last_time=last).collect()
@@ -262,7 +293,8 @@ def build(args: argparse.Namespace) -> dict:
 
     last = {r["day"]: r for r in per_day}
     info = {
-        "root": str(root), "grid_days": [gdays[0].isoformat(), gdays[-1].isoformat()],
+        "root": str(root),
+        "grid_days": [gdays[0].isoformat(), gdays[-1].isoformat()],
         "meta_days": [mdays[0].isoformat(), mdays[-1].isoformat()],
         "symbols_on_D": last[args.day.isoformat()]["pairs"],
         "trades_per_day_mean": round(sum(r["trades"] for r in per_day) / len(per_day)),
@@ -271,8 +303,12 @@ def build(args: argparse.Namespace) -> dict:
         "returns_rows_on_D": returns_rows[args.day.isoformat()],
         "index_partial_rows_on_D": part_rows["index"][args.day.isoformat()],
         "returns_partial_rows_on_D": part_rows["returns"][args.day.isoformat()],
-        "build_s": {"grids (generate + grid + write)": round(t_grid, 1), "returns": round(t_returns, 1),
-                    "partials": round(t_partials, 1), "total": round(time.perf_counter() - t_all, 1)},
+        "build_s": {
+            "grids (generate + grid + write)": round(t_grid, 1),
+            "returns": round(t_returns, 1),
+            "partials": round(t_partials, 1),
+            "total": round(time.perf_counter() - t_all, 1),
+        },
         "per_grid_day": per_day,
     }
     marker.write_text(json.dumps(info, indent=1) + "\n")
@@ -318,14 +354,20 @@ def time_runs(fn: Callable[[], dict | None], repeat: int, max_foreign: float = 0
         b1, c1 = _busy_ticks(), os.times()
         own = (c1.user - c0.user) + (c1.system - c0.system)
         foreign = max(0.0, (b1 - b0) / _TICK - own)
-        runs.append({"wall_s": round(wall, 4), "cpu_s": round(own, 3), "foreign_cpu_s": round(foreign, 3),
-                     "clean": foreign <= max_foreign * wall, **{k: round(v, 4) for k, v in phases.items()}})
+        runs.append(
+            {
+                "wall_s": round(wall, 4),
+                "cpu_s": round(own, 3),
+                "foreign_cpu_s": round(foreign, 3),
+                "clean": foreign <= max_foreign * wall,
+                **{k: round(v, 4) for k, v in phases.items()},
+            }
+        )
     clean = [r for r in runs if r["clean"]]
     pool = clean or runs
     best = min(pool, key=lambda r: r["wall_s"])
     walls = sorted(r["wall_s"] for r in pool)
-    return {"best_s": best["wall_s"], "median_s": walls[len(walls) // 2], "best_run": best,
-            "clean_runs": len(clean), "runs": runs}
+    return {"best_s": best["wall_s"], "median_s": walls[len(walls) // 2], "best_run": best, "clean_runs": len(clean), "runs": runs}
 
 
 def wait_for_quiet(max_wait: float = 30.0, busy_share: float = 0.15, probe: float = 0.5) -> float:
@@ -346,9 +388,28 @@ def run_worker(args: argparse.Namespace, kind: str) -> dict:
     """``python metadata_bench.py --worker kind`` in a fresh process: its JSON report (peak RSS
     = the worker's own ``VmHWM``, read by itself at the end; ``ru_maxrss`` from ``wait4`` is not
     used: a child spawned by vfork + exec inherits the parent's high-water mark)."""
-    cmd = [sys.executable, str(HERE), "--worker", kind, "--store", str(store_root(args)),
-           "--symbols", str(args.symbols), "--days", str(args.days), "--trades-per-day", str(args.trades_per_day),
-           "--workdir", args.workdir, "--repeat", str(args.repeat), "--seed", str(args.seed), "--day", args.day.isoformat()]
+    cmd = [
+        sys.executable,
+        str(HERE),
+        "--worker",
+        kind,
+        "--store",
+        str(store_root(args)),
+        "--symbols",
+        str(args.symbols),
+        "--days",
+        str(args.days),
+        "--trades-per-day",
+        str(args.trades_per_day),
+        "--workdir",
+        args.workdir,
+        "--repeat",
+        str(args.repeat),
+        "--seed",
+        str(args.seed),
+        "--day",
+        args.day.isoformat(),
+    ]
     waited = wait_for_quiet()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
@@ -359,7 +420,7 @@ def run_worker(args: argparse.Namespace, kind: str) -> dict:
     lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_TAG)]
     if not lines:
         raise RuntimeError(f"worker {kind} printed no result:\n{out}")
-    res = json.loads(lines[-1][len(RESULT_TAG):])
+    res = json.loads(lines[-1][len(RESULT_TAG) :])
     res["process_wall_s"] = round(time.perf_counter() - t0, 2)
     res["waited_for_quiet_s"] = round(waited, 1)
     return res
@@ -403,17 +464,26 @@ def worker(args: argparse.Namespace) -> None:
             return {"read_s": t1 - t0, "compute_s": t2 - t1}
 
         timing = time_runs(run, args.repeat)
-        _report(base_rss_kb=base_rss_kb, index_days=len(idays), returns_days=len(rdays),
-                index_partial_rows=run.rows[0], returns_partial_rows=run.rows[1], out_rows=run.rows[2],
-                bytes_read=dataset_bytes(root, ds["index_partials"], idays) + dataset_bytes(root, ds["returns_partials"], rdays),
-                **timing)
+        _report(
+            base_rss_kb=base_rss_kb,
+            index_days=len(idays),
+            returns_days=len(rdays),
+            index_partial_rows=run.rows[0],
+            returns_partial_rows=run.rows[1],
+            out_rows=run.rows[2],
+            bytes_read=dataset_bytes(root, ds["index_partials"], idays) + dataset_bytes(root, ds["returns_partials"], rdays),
+            **timing,
+        )
         return
 
     if kind == "partials":
         spec = spec_for("default")
         side = variant
-        src, plan, col, last = (("grid", compile_plan(spec.index), "last_trade_time", True) if side == "index"
-                                else ("returns", compile_plan(spec.returns), "returns_grid_time", False))
+        src, plan, col, last = (
+            ("grid", compile_plan(spec.index), "last_trade_time", True)
+            if side == "index"
+            else ("returns", compile_plan(spec.returns), "returns_grid_time", False)
+        )
         out_root = Path(args.workdir) / "tmp-partials-writes"
 
         def run() -> dict:
@@ -431,8 +501,14 @@ def worker(args: argparse.Namespace) -> None:
             write_partition(out, out_root, ds[f"{side}_partials"], D)
         write_s = (time.perf_counter() - t0) / 3
         in_rows = scan_days(root, ds[src], [D]).select(pl.len()).collect().item()
-        _report(base_rss_kb=base_rss_kb, in_rows=in_rows, out_rows=run.rows, write_s=round(write_s, 4),
-                bytes_read=dataset_bytes(root, ds[src], [D]), **timing)
+        _report(
+            base_rss_kb=base_rss_kb,
+            in_rows=in_rows,
+            out_rows=run.rows,
+            write_s=round(write_s, 4),
+            bytes_read=dataset_bytes(root, ds[src], [D]),
+            **timing,
+        )
         return
 
     if kind == "naive":
@@ -447,11 +523,16 @@ def worker(args: argparse.Namespace) -> None:
             return {}
 
         timing = time_runs(run, min(args.repeat, 3))
-        _report(base_rss_kb=base_rss_kb, index_days=len(idays), returns_days=len(rdays), out_rows=run.rows,
-                grid_rows_read=scan_days(root, ds["grid"], idays).select(pl.len()).collect().item(),
-                returns_rows_read=scan_days(root, ds["returns"], rdays).select(pl.len()).collect().item(),
-                bytes_read=dataset_bytes(root, ds["grid"], idays) + dataset_bytes(root, ds["returns"], rdays),
-                **timing)
+        _report(
+            base_rss_kb=base_rss_kb,
+            index_days=len(idays),
+            returns_days=len(rdays),
+            out_rows=run.rows,
+            grid_rows_read=scan_days(root, ds["grid"], idays).select(pl.len()).collect().item(),
+            returns_rows_read=scan_days(root, ds["returns"], rdays).select(pl.len()).collect().item(),
+            bytes_read=dataset_bytes(root, ds["grid"], idays) + dataset_bytes(root, ds["returns"], rdays),
+            **timing,
+        )
         return
 
     if kind == "verify":
@@ -499,13 +580,16 @@ def reference_metadata(grid, returns, spec, day: date):
     frames = []
     for G in grid_times(day, day + timedelta(days=1), spec.interval).to_list():
         # row set: a grid row with last_trade_time in [G - W_max, G); last_trade_time: the latest < G
-        rows = (g.filter((ltt >= G - spec.max_index_window) & (ltt < G)).group_by("symbol")
-                .agg(ltt.max()).with_columns(pl.lit(G).cast(pl.Datetime("us")).alias("grid_time")))
+        rows = (
+            g.filter((ltt >= G - spec.max_index_window) & (ltt < G))
+            .group_by("symbol")
+            .agg(ltt.max())
+            .with_columns(pl.lit(G).cast(pl.Datetime("us")).alias("grid_time"))
+        )
         for w, exprs in spec.index.items():
             rows = rows.join(g.filter((ltt >= G - w) & (ltt < G)).group_by("symbol").agg(exprs), on="symbol", how="left")
         for w, exprs in spec.returns.items():
-            rows = rows.join(r.filter((rgt >= G - w) & (rgt <= G - spec.returns_interval)).group_by("symbol").agg(exprs),
-                             on="symbol", how="left")
+            rows = rows.join(r.filter((rgt >= G - w) & (rgt <= G - spec.returns_interval)).group_by("symbol").agg(exprs), on="symbol", how="left")
         frames.append(rows)
     out = pl.concat(frames, how="vertical")
     # windows without rows: polars' value of the expression on zero rows
@@ -520,9 +604,7 @@ def reference_metadata(grid, returns, spec, day: date):
     out = out.select("symbol", "grid_time", "last_trade_time", *cols)
     if spec.quantiles is not None:
         qcols = out.select(spec.quantiles).columns
-        out = out.with_columns(
-            (pl.col(c).rank("average").over("grid_time") / pl.col(c).count().over("grid_time")).alias(f"{c}_q") for c in qcols
-        )
+        out = out.with_columns((pl.col(c).rank("average").over("grid_time") / pl.col(c).count().over("grid_time")).alias(f"{c}_q") for c in qcols)
     return out.sort("symbol", "grid_time")
 
 
@@ -540,8 +622,7 @@ def compare(a, b) -> dict:
         res["ok"] = False
         res["problems"].append(f"row counts differ: {a.height} vs {b.height}")
         return res
-    dtype_diff = {c: (str(a.schema[c]), str(b.schema[c])) for c in a.columns
-                  if c != "symbol" and a.schema[c] != b.schema[c]}
+    dtype_diff = {c: (str(a.schema[c]), str(b.schema[c])) for c in a.columns if c != "symbol" and a.schema[c] != b.schema[c]}
     if dtype_diff:
         res["dtype_differences"] = dtype_diff
     keys_a = a.select(pl.col("symbol").cast(pl.String), "grid_time")
@@ -560,8 +641,7 @@ def compare(a, b) -> dict:
         if x.dtype.is_float() or y.dtype.is_float():
             df = pl.DataFrame({"x": x.cast(pl.Float64), "y": y.cast(pl.Float64)})
             scale = pl.max_horizontal(pl.col("x").abs(), pl.col("y").abs())
-            rel = df.select(pl.when(scale > 0).then((pl.col("x") - pl.col("y")).abs() / scale).otherwise(0.0)
-                            .max()).item() or 0.0
+            rel = df.select(pl.when(scale > 0).then((pl.col("x") - pl.col("y")).abs() / scale).otherwise(0.0).max()).item() or 0.0
             worst[c] = rel
             if rel > REL_TOL:
                 res["ok"] = False
@@ -628,9 +708,11 @@ def main() -> None:
     print("metadata_bench: one daily metadata partition vs its lookback")
     print("=" * 100)
     print(f"polars {pl.__version__}, {os.cpu_count()} cores; partition D = {args.day}; store {st['root']}")
-    print(f"store: {st['symbols_on_D']} USDT symbols on D, {st['trades_per_day_mean']:,} trades/day, "
-          f"5s grid {st['grid_rows_per_day_mean']:,} rows/day (D: {st['grid_rows_on_D']:,}), returns {st['returns_rows_on_D']:,} rows/day, "
-          f"partials {st['index_partial_rows_on_D']:,} index + {st['returns_partial_rows_on_D']:,} returns rows/day")
+    print(
+        f"store: {st['symbols_on_D']} USDT symbols on D, {st['trades_per_day_mean']:,} trades/day, "
+        f"5s grid {st['grid_rows_per_day_mean']:,} rows/day (D: {st['grid_rows_on_D']:,}), returns {st['returns_rows_on_D']:,} rows/day, "
+        f"partials {st['index_partial_rows_on_D']:,} index + {st['returns_partial_rows_on_D']:,} returns rows/day"
+    )
     print(f"build (not measured): {st['build_s']}" + (" [cached]" if info["cached"] else ""))
     print()
     hdr = f"{'case':72} {'best':>8} {'median':>8} {'read':>7} {'compute':>8} {'peak RSS':>10} {'after imports':>14}"
@@ -639,13 +721,18 @@ def main() -> None:
 
     def row(label: str, r: dict, read: str = "", compute: str = "") -> None:
         flag = "" if r["clean_runs"] else "  [no clean run: machine busy]"
-        print(f"{label:72} {r['best_s']:7.3f}s {r['median_s']:7.3f}s {read:>7} {compute:>8} {mib(r['hwm_kb']):>10} "
-              f"{mib(r['base_rss_kb']):>14}{flag}")
+        print(f"{label:72} {r['best_s']:7.3f}s {r['median_s']:7.3f}s {read:>7} {compute:>8} {mib(r['hwm_kb']):>10} {mib(r['base_rss_kb']):>14}{flag}")
 
-    for key, label in (("partition:default", f"(a) partition, default 1d/7d + 7d/30d ({a['index_days']}+{a['returns_days']} days of partials)"),
-                       ("partition:1d", f"(b) partition, every window 1d ({b['index_days']}+{b['returns_days']} days of partials)"),
-                       ("partition:1d-wide", "(c) diagnostic: (b)'s spec fed (a)'s {}+{} days of partials".format(
-                           results["partition:1d-wide"]["index_days"], results["partition:1d-wide"]["returns_days"]))):
+    for key, label in (
+        ("partition:default", f"(a) partition, default 1d/7d + 7d/30d ({a['index_days']}+{a['returns_days']} days of partials)"),
+        ("partition:1d", f"(b) partition, every window 1d ({b['index_days']}+{b['returns_days']} days of partials)"),
+        (
+            "partition:1d-wide",
+            "(c) diagnostic: (b)'s spec fed (a)'s {}+{} days of partials".format(
+                results["partition:1d-wide"]["index_days"], results["partition:1d-wide"]["returns_days"]
+            ),
+        ),
+    ):
         r = results[key]
         row(label, r, f"{r['best_run']['read_s']:.3f}s", f"{r['best_run']['compute_s']:.3f}s")
     for side in ("index", "returns"):
@@ -657,18 +744,26 @@ def main() -> None:
             row(f"{label} ({r['grid_rows_read'] / 1e6:.1f}M grid + {r['returns_rows_read'] / 1e6:.2f}M returns rows)", r)
     print()
     ok = ratio <= 2.0
-    print(f"ratio (a)/(b) best wall time: {ratio:.2f}x  (target <= 2x: {'MET' if ok else 'NOT MET'}); "
-          f"median {a['median_s'] / b['median_s']:.2f}x; compute only (metadata_from_partials): {ratio_compute:.2f}x")
+    print(
+        f"ratio (a)/(b) best wall time: {ratio:.2f}x  (target <= 2x: {'MET' if ok else 'NOT MET'}); "
+        f"median {a['median_s'] / b['median_s']:.2f}x; compute only (metadata_from_partials): {ratio_compute:.2f}x"
+    )
     c = results["partition:1d-wide"]
-    print(f"compute (metadata_from_partials) (c)/(b) = {c['best_run']['compute_s'] / b['best_run']['compute_s']:.2f}x "
-          f"(same windows, more partial rows), (a)/(c) = {a['best_run']['compute_s'] / c['best_run']['compute_s']:.2f}x "
-          f"(same rows, two windows per side instead of one); read (a)/(b) = {a['best_run']['read_s'] / b['best_run']['read_s']:.2f}x")
-    print(f"peak RSS (a) {mib(a['hwm_kb'])}, (b) {mib(b['hwm_kb'])} (whole worker process: interpreter + imports + work; "
-          f"{mib(a['base_rss_kb'])} after imports)")
+    print(
+        f"compute (metadata_from_partials) (c)/(b) = {c['best_run']['compute_s'] / b['best_run']['compute_s']:.2f}x "
+        f"(same windows, more partial rows), (a)/(c) = {a['best_run']['compute_s'] / c['best_run']['compute_s']:.2f}x "
+        f"(same rows, two windows per side instead of one); read (a)/(b) = {a['best_run']['read_s'] / b['best_run']['read_s']:.2f}x"
+    )
+    print(
+        f"peak RSS (a) {mib(a['hwm_kb'])}, (b) {mib(b['hwm_kb'])} (whole worker process: interpreter + imports + work; "
+        f"{mib(a['base_rss_kb'])} after imports)"
+    )
     if not args.skip_naive:
         n = results["naive:default"]
-        print(f"naive raw-row default partition: {n['best_s']:.3f} s = {n['best_s'] / a['best_s']:.1f}x the partial-based one; "
-              f"naive default/1d ratio {n['best_s'] / results['naive:1d']['best_s']:.2f}x; peak RSS {mib(n['hwm_kb'])}")
+        print(
+            f"naive raw-row default partition: {n['best_s']:.3f} s = {n['best_s'] / a['best_s']:.1f}x the partial-based one; "
+            f"naive default/1d ratio {n['best_s'] / results['naive:1d']['best_s']:.2f}x; peak RSS {mib(n['hwm_kb'])}"
+        )
     if "verify" in results:
         v = results["verify"]
         for var in ("default", "1d"):

@@ -61,8 +61,7 @@ def build_queries(args: argparse.Namespace, grid: Path, n: int) -> Path:
     idx = np.where(is_unknown, len(symbols) + rng.integers(0, len(unknown), n), known)
     day_us = int((np.datetime64(args.day.isoformat(), "us") - np.datetime64("1970-01-01", "us")).astype(np.int64))
     t = day_us + rng.integers(0, 86_400_000_000, n)
-    q = pl.DataFrame({"symbol": pl.Series(names[idx], dtype=pl.String),
-                      "t": pl.Series(t, dtype=pl.Int64).cast(pl.Datetime("us"))})
+    q = pl.DataFrame({"symbol": pl.Series(names[idx], dtype=pl.String), "t": pl.Series(t, dtype=pl.Int64).cast(pl.Datetime("us"))})
     if args.query_symbol == "enum":
         q = q.with_columns(pl.col("symbol").cast(pl.Enum(symbols + unknown)))
     q.write_parquet(path)
@@ -83,8 +82,7 @@ def polars_work(grid_file: str, query_file: str):
         return ReturnsEngine(pl.scan_parquet(grid_file)).query(q, pl.col("t"), DURATION, TOLERANCE).collect()
 
     def to_check(res):
-        return res.select(pl.col("symbol").cast(pl.String), "t",
-                          pl.col("max_tick_to_query_lag").dt.total_microseconds().alias("lag_us"), "return")
+        return res.select(pl.col("symbol").cast(pl.String), "t", pl.col("max_tick_to_query_lag").dt.total_microseconds().alias("lag_us"), "return")
 
     return run, to_check
 
@@ -116,8 +114,9 @@ def pandas_work(grid_file: str, query_file: str, mode: str):
         # equal times keep grid order (merge_asof backward takes the last of them)
         mt = g["last_trade_time"].to_numpy()
         order = np.argsort(mt, kind="stable")
-        right = pd.DataFrame({"sym": g["symbol"].cat.codes.to_numpy()[order].astype(np.int32), "mt": mt[order],
-                              "fair": g["vwap_total_by_base"].to_numpy()[order]})
+        right = pd.DataFrame(
+            {"sym": g["symbol"].cat.codes.to_numpy()[order].astype(np.int32), "mt": mt[order], "fair": g["vwap_total_by_base"].to_numpy()[order]}
+        )
         # left: the query symbols as codes of the grid's categories (-1: unknown, never matches)
         codes = pd.Categorical(q_sym, categories=cats).codes.astype(np.int32)
         ok = (codes >= 0) & ~np.isnat(q_t)
@@ -141,9 +140,12 @@ def pandas_work(grid_file: str, query_file: str, mode: str):
         import polars as pl
 
         df = pl.from_pandas(res)
-        return df.select(pl.col("symbol").cast(pl.String), pl.col("t").cast(pl.Datetime("us")),
-                         pl.col("max_tick_to_query_lag").cast(pl.Duration("us")).dt.total_microseconds().alias("lag_us"),
-                         pl.col("return").fill_nan(None))
+        return df.select(
+            pl.col("symbol").cast(pl.String),
+            pl.col("t").cast(pl.Datetime("us")),
+            pl.col("max_tick_to_query_lag").cast(pl.Duration("us")).dt.total_microseconds().alias("lag_us"),
+            pl.col("return").fill_nan(None),
+        )
 
     return run, to_check
 
@@ -172,8 +174,9 @@ def duckdb_work(grid_file: str, query_file: str, mode: str):
     con = duckdb.connect()
     con.execute(f"SET threads = {os.cpu_count()}")
     f = grid_file.replace("'", "''")
-    con.execute(f"CREATE TABLE queries AS SELECT row_number() OVER () - 1 AS rid, CAST(symbol AS VARCHAR) AS symbol, t "
-                f"FROM read_parquet('{query_file}')")
+    con.execute(
+        f"CREATE TABLE queries AS SELECT row_number() OVER () - 1 AS rid, CAST(symbol AS VARCHAR) AS symbol, t FROM read_parquet('{query_file}')"
+    )
     if mode == "mem":
         con.execute(f"CREATE TABLE grid AS SELECT symbol, last_trade_time, vwap_total_by_base FROM read_parquet('{f}')")
         src = "grid"
@@ -187,8 +190,9 @@ def duckdb_work(grid_file: str, query_file: str, mode: str):
     def to_check(res):
         import polars as pl
 
-        return pl.from_arrow(res).select(pl.col("symbol").cast(pl.String), pl.col("t").cast(pl.Datetime("us")),
-                                         pl.col("lag_us").cast(pl.Int64), pl.col("return"))
+        return pl.from_arrow(res).select(
+            pl.col("symbol").cast(pl.String), pl.col("t").cast(pl.Datetime("us")), pl.col("lag_us").cast(pl.Int64), pl.col("return")
+        )
 
     return run, to_check
 
@@ -222,8 +226,13 @@ def compare(ref_path: Path, other_path: Path, label: str) -> dict:
     out["lag_null_mismatch"] = int((a["lag_us"].is_null() != b["lag_us"].is_null()).sum())
     out["lag_value_mismatch"] = int((a["lag_us"] != b["lag_us"]).fill_null(False).sum())
     out["non_null_returns"] = int(ra.is_not_null().sum())
-    out["ok"] = (out["same_query_columns"] and out["return_null_mismatch"] == 0 and out["return_max_abs_diff"] <= 1e-12
-                 and out["lag_null_mismatch"] == 0 and out["lag_value_mismatch"] == 0)
+    out["ok"] = (
+        out["same_query_columns"]
+        and out["return_null_mismatch"] == 0
+        and out["return_max_abs_diff"] <= 1e-12
+        and out["lag_null_mismatch"] == 0
+        and out["lag_value_mismatch"] == 0
+    )
     return out
 
 
@@ -241,11 +250,12 @@ def run(args: argparse.Namespace, sizes: list[int], engines=ENGINES) -> dict:
     for n in sizes:
         qfile = build_queries(args, grid, n)
         common.warm_os_cache(grid, qfile)
-        jobs = {e: (SCRIPT, ["--worker", e, "--grid-file", str(grid), "--query-file", str(qfile),
-                             "--out", str(outdir / f"{e}_{n}.parquet")]) for e in engines}
+        jobs = {
+            e: (SCRIPT, ["--worker", e, "--grid-file", str(grid), "--query-file", str(qfile), "--out", str(outdir / f"{e}_{n}.parquet")])
+            for e in engines
+        }
         res = common.interleaved(jobs, args.rounds)
-        checks = {e: compare(outdir / f"polars_{n}.parquet", outdir / f"{e}_{n}.parquet", f"{n:,}: polars vs {e}")
-                  for e in engines if e != "polars"}
+        checks = {e: compare(outdir / f"polars_{n}.parquet", outdir / f"{e}_{n}.parquet", f"{n:,}: polars vs {e}") for e in engines if e != "polars"}
         out["sizes"][n] = {"results": res, "checks": checks}
     return out
 
@@ -256,12 +266,16 @@ def summary(out: dict) -> list[str]:
         r = x["results"]
         pol = r["polars"]
         for e, v in r.items():
-            lines.append(f"  {n:>11,} {e:7s} median {v['wall_s']:7.3f} s  cpu {v['cpu_s']:6.2f} s  peak {v['hwm_kb'] / 2**20:5.2f} GiB"
-                         f"  polars/this {pol['wall_s'] / v['wall_s']:5.2f}x (cpu {pol['cpu_s'] / v['cpu_s']:5.2f}x)  load {v['load']:.1f}")
+            lines.append(
+                f"  {n:>11,} {e:7s} median {v['wall_s']:7.3f} s  cpu {v['cpu_s']:6.2f} s  peak {v['hwm_kb'] / 2**20:5.2f} GiB"
+                f"  polars/this {pol['wall_s'] / v['wall_s']:5.2f}x (cpu {pol['cpu_s'] / v['cpu_s']:5.2f}x)  load {v['load']:.1f}"
+            )
         for c in x["checks"].values():
-            lines.append(f"  check {c['label']}: {'OK' if c['ok'] else 'MISMATCH'} non-null returns {c.get('non_null_returns')}, "
-                         f"max |Δreturn| {c.get('return_max_abs_diff')}, lag mismatches "
-                         f"{c.get('lag_null_mismatch', 0) + c.get('lag_value_mismatch', 0)}")
+            lines.append(
+                f"  check {c['label']}: {'OK' if c['ok'] else 'MISMATCH'} non-null returns {c.get('non_null_returns')}, "
+                f"max |Δreturn| {c.get('return_max_abs_diff')}, lag mismatches "
+                f"{c.get('lag_null_mismatch', 0) + c.get('lag_value_mismatch', 0)}"
+            )
     return lines
 
 

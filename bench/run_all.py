@@ -64,9 +64,18 @@ def main() -> None:
                 met = ""
                 if e == "polars":
                     met = "yes" if ratio <= 0.7 and x["hwm_kb"] <= 2 * 2**20 else "no"
-                rows.append((f"grid {n / 1e6:.0f}M trades", e, x["wall_s"], x["cpu_s"], x["hwm_kb"],
-                             f"{ratio:.2f}x DuckDB (cpu {x['cpu_s'] / d['cpu_s']:.2f}x)",
-                             "<= 0.7x DuckDB, <= 2 GB" if e == "polars" else "", met))
+                rows.append(
+                    (
+                        f"grid {n / 1e6:.0f}M trades",
+                        e,
+                        x["wall_s"],
+                        x["cpu_s"],
+                        x["hwm_kb"],
+                        f"{ratio:.2f}x DuckDB (cpu {x['cpu_s'] / d['cpu_s']:.2f}x)",
+                        "<= 0.7x DuckDB, <= 2 GB" if e == "polars" else "",
+                        met,
+                    )
+                )
     save = lambda: (Path(a.workdir) / "run_all_partial.json").write_text(json.dumps(report, indent=1, default=str))
     save()
     if "returns" in only:
@@ -83,12 +92,24 @@ def main() -> None:
                 if e == "polars":
                     ok = pol["wall_s"] <= 0.5 * r["pandas"]["wall_s"] and pol["wall_s"] <= 0.3 * r["duckdb"]["wall_s"]
                     met = "yes" if ok else "no"
-                    text = (f"{pol['wall_s'] / r['pandas']['wall_s']:.2f}x pandas, {pol['wall_s'] / r['duckdb']['wall_s']:.2f}x DuckDB "
-                            f"(cpu {pol['cpu_s'] / r['pandas']['cpu_s']:.2f}x / {pol['cpu_s'] / r['duckdb']['cpu_s']:.2f}x)")
+                    text = (
+                        f"{pol['wall_s'] / r['pandas']['wall_s']:.2f}x pandas, {pol['wall_s'] / r['duckdb']['wall_s']:.2f}x DuckDB "
+                        f"(cpu {pol['cpu_s'] / r['pandas']['cpu_s']:.2f}x / {pol['cpu_s'] / r['duckdb']['cpu_s']:.2f}x)"
+                    )
                 else:
                     text = ""
-                rows.append((f"returns {q / 1e6:g}M queries", e, v["wall_s"], v["cpu_s"], v["hwm_kb"], text,
-                             "<= 0.5x pandas, <= 0.3x DuckDB" if e == "polars" else "", met))
+                rows.append(
+                    (
+                        f"returns {q / 1e6:g}M queries",
+                        e,
+                        v["wall_s"],
+                        v["cpu_s"],
+                        v["hwm_kb"],
+                        text,
+                        "<= 0.5x pandas, <= 0.3x DuckDB" if e == "polars" else "",
+                        met,
+                    )
+                )
     save()
     ingest_out = None
     if "ingest" in only:
@@ -106,8 +127,18 @@ def main() -> None:
                 vd, vf = pol["cpu_s"] / r["duckdb"]["cpu_s"], pol["cpu_s"] / r["floor"]["cpu_s"]
                 met = "yes" if vd <= 1.0 and vf <= 1.5 else ("DuckDB yes, floor no" if vd <= 1.0 else "no")
                 text += f"; cpu {vd:.2f}x DuckDB, {vf:.2f}x floor"
-            rows.append((f"ingest {ingest_out['trades'] / 1e6:.1f}M trades", e, v["wall_s"], v["cpu_s"], v["hwm_kb"], text,
-                         "<= 1.0x DuckDB, <= 1.5x floor (per core)" if e == "polars" else "", met))
+            rows.append(
+                (
+                    f"ingest {ingest_out['trades'] / 1e6:.1f}M trades",
+                    e,
+                    v["wall_s"],
+                    v["cpu_s"],
+                    v["hwm_kb"],
+                    text,
+                    "<= 1.0x DuckDB, <= 1.5x floor (per core)" if e == "polars" else "",
+                    met,
+                )
+            )
     save()
     if "day" in only:
         n, s = day
@@ -124,8 +155,7 @@ def main() -> None:
         for name, wall, cpu, hwm in total_rows:
             rows.append((f"day {out['input'].get('rows', 0) / 1e6:.0f}M trades", name, wall, cpu, hwm, f"{wall / total:.1%} of the day", "", ""))
 
-    table = ["| benchmark | engine | median wall | median CPU | peak RSS | ratio | target | met |",
-             "|---|---|---|---|---|---|---|---|"]
+    table = ["| benchmark | engine | median wall | median CPU | peak RSS | ratio | target | met |", "|---|---|---|---|---|---|---|---|"]
     for b, e, w, c, h, r, t, m in rows:
         table.append(f"| {b} | {e} | {w:.3f} s | {c:.2f} s | {gib(h)} | {r} | {t} | {m} |")
     print("\n".join(lines))

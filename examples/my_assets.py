@@ -128,15 +128,14 @@ def vwap_violations(vwap: pl.DataFrame, grid: pl.LazyFrame | pl.DataFrame) -> di
     """Failing rows of each check of :data:`VWAP_CHECKS` for ``vwap`` computed from ``grid``
     (0 everywhere for a valid day). A vwap may lie outside ``[low, high]`` by the archive's
     rounding of each trade's quote quantity to 8 decimals, as for the grid's own vwaps."""
-    slack = 1e-9 * pl.col("high").abs() + pl.col("trade_count").cast(pl.Float64) * 5e-9 / pl.col("volume_base") * (
-        1.0 + pl.col("high").abs()
+    slack = 1e-9 * pl.col("high").abs() + pl.col("trade_count").cast(pl.Float64) * 5e-9 / pl.col("volume_base") * (1.0 + pl.col("high").abs())
+    outside = ((pl.col("vwap") < pl.col("low") - slack) | (pl.col("vwap") > pl.col("high") + slack) | ~pl.col("vwap").is_finite()).fill_null(True)
+    expected = (
+        grid.lazy()
+        .select(pl.struct(pl.col("symbol").cast(pl.String), pl.col("time").cast(pl.Datetime("us")).dt.truncate("1h")).n_unique())
+        .collect()
+        .item()
     )
-    outside = (
-        (pl.col("vwap") < pl.col("low") - slack) | (pl.col("vwap") > pl.col("high") + slack) | ~pl.col("vwap").is_finite()
-    ).fill_null(True)
-    expected = grid.lazy().select(
-        pl.struct(pl.col("symbol").cast(pl.String), pl.col("time").cast(pl.Datetime("us")).dt.truncate("1h")).n_unique()
-    ).collect().item()
     keys = vwap.select(pl.struct("symbol", "time").n_unique()).item() if vwap.height else 0
     return {
         "vwap_within_range": int(vwap.select(outside.sum()).item() or 0),
@@ -170,9 +169,9 @@ def build_vwap_asset(settings: Settings):
         for partition in context.partition_keys:
             day_grid = grid.filter(pl.col("date") == date.fromisoformat(partition)).collect()
             vwap = hourly_vwap(day_grid)
-            audit.stage(partition, vwap)                           # write, not visible yet
+            audit.stage(partition, vwap)  # write, not visible yet
             audit.record(partition, vwap_violations(vwap, day_grid))  # audit
-        yield from audit.outcome()                                 # publish all days, or none and fail
+        yield from audit.outcome()  # publish all days, or none and fail
 
     return spot_usdt_vwap_1h
 

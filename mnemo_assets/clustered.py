@@ -178,8 +178,9 @@ def _slices(pairs: Sequence[Pair], batch_rows: int) -> Iterator[tuple[int, int, 
         pos = lo
         while pos < hi:
             stop = min(pos + batch_rows, hi)
-            members = [(i, max(pairs[i].start, pos), min(pairs[i].stop, stop))
-                       for i in range(k, j + 1) if pairs[i].start < stop and pairs[i].stop > pos]
+            members = [
+                (i, max(pairs[i].start, pos), min(pairs[i].stop, stop)) for i in range(k, j + 1) if pairs[i].start < stop and pairs[i].stop > pos
+            ]
             yield pos, stop, members
             pos = stop
         k = j + 1
@@ -244,8 +245,10 @@ def _frame(parts: list[dict[str, np.ndarray]], pairs: Sequence[Pair], enum: pl.E
             **{c: pl.Series(cols[c], dtype=pl.Float64) for c in ("open", "high", "low", "close", "volume_base", "volume_quote")},
             "trade_count": pl.Series(cols["trade_count"], dtype=pl.UInt32),
             "last_trade_time": pl.Series(cols["last_trade_time"], dtype=pl.Int64).cast(pl.Datetime("us")),
-            **{c: pl.Series(cols[c], dtype=pl.Float64) for c in (
-                "taker_buy_volume_quote", "taker_sell_volume_quote", "taker_buy_volume_base", "taker_sell_volume_base")},
+            **{
+                c: pl.Series(cols[c], dtype=pl.Float64)
+                for c in ("taker_buy_volume_quote", "taker_sell_volume_quote", "taker_buy_volume_base", "taker_sell_volume_base")
+            },
             "_n_buy": pl.Series(cols["_n_buy"], dtype=pl.Int64),
             "_n_sell": pl.Series(cols["_n_sell"], dtype=pl.Int64),
         }
@@ -253,17 +256,29 @@ def _frame(parts: list[dict[str, np.ndarray]], pairs: Sequence[Pair], enum: pl.E
     return frame.select(
         "symbol",
         pl.col("time").dt.date().alias("date"),
-        "time", "peg_symbol", "open", "high", "low", "close", "volume_base", "volume_quote", "trade_count",
-        "last_trade_time", "taker_buy_volume_quote", "taker_sell_volume_quote",
+        "time",
+        "peg_symbol",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume_base",
+        "volume_quote",
+        "trade_count",
+        "last_trade_time",
+        "taker_buy_volume_quote",
+        "taker_sell_volume_quote",
         pl.when(pl.col("_n_buy") > 0).then(pl.col("taker_buy_volume_quote") / pl.col("taker_buy_volume_base")).alias("vwap_taker_buy"),
         pl.when(pl.col("_n_sell") > 0).then(pl.col("taker_sell_volume_quote") / pl.col("taker_sell_volume_base")).alias("vwap_taker_sell"),
         (pl.col("volume_quote") / pl.col("volume_base")).alias("vwap_total_by_base"),
-        "taker_buy_volume_base", "taker_sell_volume_base",
+        "taker_buy_volume_base",
+        "taker_sell_volume_base",
     )
 
 
-def _general(path: str, interval: str | timedelta, peg: str | None, start: datetime | None, end: datetime | None,
-             enum: pl.Enum | None) -> pl.DataFrame:
+def _general(
+    path: str, interval: str | timedelta, peg: str | None, start: datetime | None, end: datetime | None, enum: pl.Enum | None
+) -> pl.DataFrame:
     lf = pl.scan_parquet(path)
     if peg is not None:
         lf = lf.filter(pl.col("peg_symbol") == peg)

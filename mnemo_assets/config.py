@@ -72,8 +72,22 @@ def _did_you_mean(value: object, allowed: typing.Iterable[str]) -> str:
 
 
 _COMMON_INTERVALS = ("1s", "5s", "10s", "15s", "30s", "1m", "5m", "10m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
-_UNIT_WORDS = {"sec": "s", "secs": "s", "second": "s", "seconds": "s", "min": "m", "mins": "m", "minute": "m",
-               "minutes": "m", "hr": "h", "hrs": "h", "hour": "h", "hours": "h", "day": "d", "days": "d"}
+_UNIT_WORDS = {
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "min": "m",
+    "mins": "m",
+    "minute": "m",
+    "minutes": "m",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "day": "d",
+    "days": "d",
+}
 
 
 def _interval(what: str):
@@ -87,9 +101,7 @@ def _interval(what: str):
             match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]+)\s*", str(value))
             if match and match.group(2).lower() in _UNIT_WORDS:
                 hint = f"; did you mean '{match.group(1)}{_UNIT_WORDS[match.group(2).lower()]}'?"
-            raise ValueError(
-                f"{exc}; allowed: a polars duration that divides one day, such as {', '.join(_COMMON_INTERVALS)}{hint}"
-            ) from None
+            raise ValueError(f"{exc}; allowed: a polars duration that divides one day, such as {', '.join(_COMMON_INTERVALS)}{hint}") from None
 
     return AfterValidator(check)
 
@@ -118,7 +130,7 @@ def is_local_root(root: str) -> bool:
 
 
 def _local_path(root: str) -> str:
-    return root[len("file://"):] if root.lower().startswith("file://") else root
+    return root[len("file://") :] if root.lower().startswith("file://") else root
 
 
 def default_cache_dir(env: typing.Mapping[str, str] | None = None) -> Path:
@@ -187,9 +199,7 @@ class SourceSettings(_Model):
     @classmethod
     def _local(cls, value: str | None) -> str | None:
         if value is not None and not is_local_root(value):
-            raise ValueError(
-                f"{value!r} is not a local folder; allowed: a local path (archive zips are read from local disk)"
-            )
+            raise ValueError(f"{value!r} is not a local folder; allowed: a local path (archive zips are read from local disk)")
         return _local_path(value) if value is not None else None
 
 
@@ -332,13 +342,11 @@ class Settings(_Model):
     def _consistent(self) -> Settings:
         if self.returns.grid_interval not in self.grids.intervals and self.returns.intervals:
             raise ValueError(
-                f"returns.grid_interval: {self.returns.grid_interval!r} is not one of grids.intervals; "
-                f"allowed: {', '.join(self.grids.intervals)}"
+                f"returns.grid_interval: {self.returns.grid_interval!r} is not one of grids.intervals; allowed: {', '.join(self.grids.intervals)}"
             )
         if self.metadata.intervals and self.metadata.grid_interval not in self.grids.intervals:
             raise ValueError(
-                f"metadata.grid_interval: {self.metadata.grid_interval!r} is not one of grids.intervals; "
-                f"allowed: {', '.join(self.grids.intervals)}"
+                f"metadata.grid_interval: {self.metadata.grid_interval!r} is not one of grids.intervals; allowed: {', '.join(self.grids.intervals)}"
             )
         if self.metadata.intervals and self.metadata.returns_interval not in self.returns.intervals:
             raise ValueError(
@@ -422,9 +430,7 @@ class _EnvSource(EnvSettingsSource):
 
     def __init__(self, environ: typing.Mapping[str, str]):
         self._environ = dict(environ)
-        super().__init__(
-            Settings, case_sensitive=False, env_prefix="MNEMO_", env_nested_delimiter="__", env_ignore_empty=True
-        )
+        super().__init__(Settings, case_sensitive=False, env_prefix="MNEMO_", env_nested_delimiter="__", env_ignore_empty=True)
 
     def _load_env_vars(self):
         return parse_env_vars(self._environ, False, True, None)
@@ -446,7 +452,7 @@ def _env_overrides(env: typing.Mapping[str, str]) -> tuple[dict, dict[tuple[str,
                 cause = exc.__cause__ or exc
                 raise ConfigError(
                     f"{name}: {value!r} does not parse ({' '.join(str(cause).split())}); allowed: JSON for lists "
-                    f"and mappings, e.g. MNEMO_GRIDS__INTERVALS='[\"5s\",\"1m\"]'"
+                    f'and mappings, e.g. MNEMO_GRIDS__INTERVALS=\'["5s","1m"]\''
                 ) from None
         raise
     _merge(overrides, found)

@@ -29,9 +29,7 @@ def build_assets(settings: Settings) -> list:
     specs = {interval: settings.metadata.load_spec(interval) for interval in settings.metadata.intervals}
     assets = []
     for market, market_settings in settings.markets.items():
-        assets.append(build_trades_assets(
-            market, market_settings, partitions, batch, settings.automation.archive_cron, settings.reconciliation
-        ))
+        assets.append(build_trades_assets(market, market_settings, partitions, batch, settings.automation.archive_cron, settings.reconciliation))
         for peg in market_settings.pegs:
             for interval in settings.grids.intervals:
                 assets.append(build_grid_asset(market, peg, interval, partitions, batch))
@@ -39,8 +37,14 @@ def build_assets(settings: Settings) -> list:
                 assets.append(build_returns_asset(market, peg, interval, settings.returns.grid_interval, partitions, batch))
             for interval in settings.metadata.intervals:
                 assets += build_metadata_assets(
-                    market, peg, interval, settings.metadata.grid_interval, settings.metadata.returns_interval,
-                    specs[interval], partitions, batch,
+                    market,
+                    peg,
+                    interval,
+                    settings.metadata.grid_interval,
+                    settings.metadata.returns_interval,
+                    specs[interval],
+                    partitions,
+                    batch,
                 )
     return assets
 

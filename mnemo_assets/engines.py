@@ -74,9 +74,11 @@ class ReturnsEngine:
         query = query_lf.lazy()
         if filter_by_query_dates:
             duration_us = to_micros(mark_duration)
-            bounds = query.select(start_time_expr.cast(pl.Datetime("us")).alias("t")).select(
-                pl.col("t").min().alias("lo"), pl.col("t").max().alias("hi")
-            ).collect()
+            bounds = (
+                query.select(start_time_expr.cast(pl.Datetime("us")).alias("t"))
+                .select(pl.col("t").min().alias("lo"), pl.col("t").max().alias("hi"))
+                .collect()
+            )
             lo, hi = bounds.row(0)
             if lo is None:
                 backend = prepare_backend(self.backend_db.head(0), self.backend_fair_expr, self.backend_time_expr)
@@ -131,7 +133,11 @@ class MetadataEngine:
         from mnemo_assets.binance.datasets import ParquetDataset
         from mnemo_assets.storage.layout import metadata_dataset, returns_dataset
 
-        path = metadata_dataset(self.market, self.interval, self.peg) if kind == "metadata" else returns_dataset(self.market, self.returns_interval, self.peg)
+        path = (
+            metadata_dataset(self.market, self.interval, self.peg)
+            if kind == "metadata"
+            else returns_dataset(self.market, self.returns_interval, self.peg)
+        )
         return ParquetDataset(path, self.root)
 
     @property
@@ -162,9 +168,7 @@ class MetadataEngine:
             returns = gridded_returns(grid, start_date - back, end_date, self.returns_interval).lazy()
         return compute_metadata(grid, returns, self.spec, start_date, end_date)
 
-    def compute(
-        self, recompute: bool = False, days_per_batch: int = 30, start=None, end=None, progress: bool = True, instance=None
-    ):
+    def compute(self, recompute: bool = False, days_per_batch: int = 30, start=None, end=None, progress: bool = True, instance=None):
         """Materialize the metadata for ``[start, end]`` (default: every day of the grid) through
         Dagster, skipping stored days unless ``recompute``; what the metadata need upstream runs
         only where missing. The same planner and runs as ``mnemo backfill`` (one asset backfill,
@@ -176,9 +180,7 @@ class MetadataEngine:
         from mnemo_assets.defs.keys import metadata_key, partials_key
         from mnemo_assets.defs.planning import upstream_closure
 
-        settings = self.settings.model_copy(
-            update={"backfill": self.settings.backfill.model_copy(update={"days_per_batch": days_per_batch})}
-        )
+        settings = self.settings.model_copy(update={"backfill": self.settings.backfill.model_copy(update={"days_per_batch": days_per_batch})})
         graph = build_definitions(settings).resolve_asset_graph()
         key = metadata_key(self.market, self.peg, self.interval)
         if not graph.has(key):
@@ -199,8 +201,11 @@ class MetadataEngine:
         missing_only = set(keys) - set(derived) if recompute else set(keys)
         echo = print if progress else (lambda _m: None)
         summary = run_request(
-            settings, Request(keys, days, missing_only, f"MetadataEngine.compute {start}..{end}"),
-            progress=progress, echo=echo, instance=instance,
+            settings,
+            Request(keys, days, missing_only, f"MetadataEngine.compute {start}..{end}"),
+            progress=progress,
+            echo=echo,
+            instance=instance,
         )
         if summary is not None and progress:
             for line in summary.lines():

@@ -158,14 +158,14 @@ class DagsterGraphQL:
         keys = [k for k, days in partitions.items() if days]
         out: dict[AssetKey, set[str]] = {k: set() for k in partitions}
         for start in range(0, len(keys), 20):
-            chunk = keys[start:start + 20]
+            chunk = keys[start : start + 20]
             fields = []
             for i, key in enumerate(chunk):
                 path = json.dumps(list(key.path))
                 days = json.dumps(sorted(partitions[key]))
                 fields.append(
                     f"a{i}: assetOrError(assetKey: {{path: {path}}}) {{ __typename ... on Asset {{ "
-                    f"assetMaterializations(partitions: {days}, afterTimestampMillis: \"{after}\") {{ partition runId }} }} }}"
+                    f'assetMaterializations(partitions: {days}, afterTimestampMillis: "{after}") {{ partition runId }} }} }}'
                 )
             result = self.query("query {\n" + "\n".join(fields) + "\n}")
             for i, key in enumerate(chunk):

@@ -43,9 +43,7 @@ _TRADE_COLUMNS = ["symbol", "peg_symbol", "trade_id", "price", "qty", "quote_qty
 
 def _order_key() -> pl.Expr:
     """A single Int128 key ordering trades by ``(time, trade_id)`` (for exact open/close)."""
-    return pl.col("time").cast(pl.Int64).cast(pl.Int128) * (2**64) + (
-        pl.col("trade_id").cast(pl.Int128) + 2**63
-    )
+    return pl.col("time").cast(pl.Int64).cast(pl.Int128) * (2**64) + (pl.col("trade_id").cast(pl.Int128) + 2**63)
 
 
 def symbol_enum_of(frame: pl.LazyFrame | pl.DataFrame) -> pl.Enum:
@@ -57,9 +55,7 @@ def symbol_enum_of(frame: pl.LazyFrame | pl.DataFrame) -> pl.Enum:
     return pl.Enum(sorted(symbols.drop_nulls().to_list()))
 
 
-def last_trade_grid(
-    trades: pl.LazyFrame | pl.DataFrame, grid_interval: str | timedelta
-) -> pl.LazyFrame | pl.DataFrame:
+def last_trade_grid(trades: pl.LazyFrame | pl.DataFrame, grid_interval: str | timedelta) -> pl.LazyFrame | pl.DataFrame:
     """The last-trade grid of normalised trades at ``grid_interval``.
 
     Returns a ``LazyFrame`` for a ``LazyFrame`` input and a ``DataFrame`` for a ``DataFrame``;
@@ -131,12 +127,8 @@ def last_trade_grid(
             "last_trade_time",
             "taker_buy_volume_quote",
             "taker_sell_volume_quote",
-            pl.when(pl.col("_n_buy") > 0)
-            .then(pl.col("taker_buy_volume_quote") / pl.col("taker_buy_volume_base"))
-            .alias("vwap_taker_buy"),
-            pl.when(pl.col("_n_sell") > 0)
-            .then(pl.col("taker_sell_volume_quote") / pl.col("taker_sell_volume_base"))
-            .alias("vwap_taker_sell"),
+            pl.when(pl.col("_n_buy") > 0).then(pl.col("taker_buy_volume_quote") / pl.col("taker_buy_volume_base")).alias("vwap_taker_buy"),
+            pl.when(pl.col("_n_sell") > 0).then(pl.col("taker_sell_volume_quote") / pl.col("taker_sell_volume_base")).alias("vwap_taker_sell"),
             (pl.col("volume_quote") / pl.col("volume_base")).alias("vwap_total_by_base"),
             "taker_buy_volume_base",
             "taker_sell_volume_base",
@@ -147,8 +139,19 @@ def last_trade_grid(
 
 
 _FINITE_COLUMNS = (
-    "open", "high", "low", "close", "volume_base", "volume_quote", "taker_buy_volume_quote", "taker_sell_volume_quote",
-    "vwap_taker_buy", "vwap_taker_sell", "vwap_total_by_base", "taker_buy_volume_base", "taker_sell_volume_base",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume_base",
+    "volume_quote",
+    "taker_buy_volume_quote",
+    "taker_sell_volume_quote",
+    "vwap_taker_buy",
+    "vwap_taker_sell",
+    "vwap_total_by_base",
+    "taker_buy_volume_base",
+    "taker_sell_volume_base",
 )
 
 
@@ -165,6 +168,7 @@ def grid_violations(grid: pl.LazyFrame | pl.DataFrame, grid_interval: str | time
     """
     interval_us = to_micros(day_interval(grid_interval, "grid interval"))
     g = grid.lazy()
+
     def outside(col: str, volume: str) -> pl.Expr:
         rounding = pl.col("trade_count").cast(pl.Float64) * 5e-9 / pl.col(volume)
         s = 1e-9 * pl.col("high").abs() + rounding * (1.0 + pl.col("high").abs())
@@ -173,22 +177,37 @@ def grid_violations(grid: pl.LazyFrame | pl.DataFrame, grid_interval: str | time
     counts = g.select(
         (pl.len() - pl.struct("symbol", "peg_symbol", "time").n_unique()).alias("unique_symbol_time"),
         (
-            (pl.col("open") < pl.col("low")) | (pl.col("open") > pl.col("high"))
-            | (pl.col("close") < pl.col("low")) | (pl.col("close") > pl.col("high"))
+            (pl.col("open") < pl.col("low"))
+            | (pl.col("open") > pl.col("high"))
+            | (pl.col("close") < pl.col("low"))
+            | (pl.col("close") > pl.col("high"))
             | outside("vwap_total_by_base", "volume_base")
             | outside("vwap_taker_buy", "taker_buy_volume_base")
             | outside("vwap_taker_sell", "taker_sell_volume_base")
-        ).sum().alias("price_bounds"),
+        )
+        .sum()
+        .alias("price_bounds"),
         pl.any_horizontal(
-            pl.col(c) < 0 for c in ("volume_base", "volume_quote", "taker_buy_volume_quote", "taker_sell_volume_quote",
-                                    "taker_buy_volume_base", "taker_sell_volume_base")
-        ).sum().alias("non_negative_volumes"),
+            pl.col(c) < 0
+            for c in (
+                "volume_base",
+                "volume_quote",
+                "taker_buy_volume_quote",
+                "taker_sell_volume_quote",
+                "taker_buy_volume_base",
+                "taker_sell_volume_base",
+            )
+        )
+        .sum()
+        .alias("non_negative_volumes"),
         (pl.col("trade_count") < 1).sum().alias("trade_count_positive"),
         (
             (pl.col("last_trade_time") < pl.col("time"))
             | (pl.col("last_trade_time") >= pl.col("time") + pl.duration(microseconds=interval_us))
             | (pl.col("time").cast(pl.Int64) % interval_us != 0)
-        ).sum().alias("last_trade_time_in_bucket"),
+        )
+        .sum()
+        .alias("last_trade_time_in_bucket"),
         (pl.col("date") != pl.col("time").dt.date()).sum().alias("date_matches_time"),
         pl.any_horizontal((~pl.col(c).is_finite()).fill_null(False) for c in _FINITE_COLUMNS).sum().alias("finite_values"),
     ).collect()

@@ -48,9 +48,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if engine is not None:
             self._engines.move_to_end(conn_string)
         else:
-            engine = create_engine(
-                conn_string, poolclass=SingletonThreadPool, pool_size=32, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
-            )
+            engine = create_engine(conn_string, poolclass=SingletonThreadPool, pool_size=32, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_connection, _record) -> None:

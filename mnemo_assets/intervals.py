@@ -52,9 +52,7 @@ def to_timedelta(interval: str | timedelta | pl.Expr, allow_zero: bool = False) 
             total += int(match.group(1)) * _UNITS_US[match.group(2)]
             pos = match.end()
         if text != "0" and (pos != len(text) or not text):
-            raise ValueError(
-                f"cannot parse interval {interval!r}: use a polars duration such as '5s', '10m', '1h', '7d'"
-            )
+            raise ValueError(f"cannot parse interval {interval!r}: use a polars duration such as '5s', '10m', '1h', '7d'")
         td = timedelta(microseconds=total)
     else:
         raise TypeError(f"interval must be a duration string, a timedelta or pl.lit(...), got {type(interval).__name__}")
@@ -82,10 +80,7 @@ def day_interval(interval: str | timedelta | pl.Expr, what: str = "interval") ->
     td = to_timedelta(interval)
     us = to_micros(td)
     if (86_400_000_000 % us) != 0:
-        raise ValueError(
-            f"{what} {interval_name(td)!r} does not divide one day exactly "
-            f"(86400s is not a multiple of {us / 1e6:g}s)"
-        )
+        raise ValueError(f"{what} {interval_name(td)!r} does not divide one day exactly (86400s is not a multiple of {us / 1e6:g}s)")
     return td
 
 

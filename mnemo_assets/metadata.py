@@ -89,8 +89,21 @@ from mnemo_assets.metadata_expr import (
 from mnemo_assets.returns import RETURNS_SCHEMA
 
 __all__ = [
-    "MetadataSpec", "MetricExpr", "Plan", "col", "compile_plan", "compute_metadata", "default_metadata", "grid_times",
-    "lit", "metadata_from_partials", "metadata_schema", "metadata_violations", "n_rows", "partials", "when",
+    "MetadataSpec",
+    "MetricExpr",
+    "Plan",
+    "col",
+    "compile_plan",
+    "compute_metadata",
+    "default_metadata",
+    "grid_times",
+    "lit",
+    "metadata_from_partials",
+    "metadata_schema",
+    "metadata_violations",
+    "n_rows",
+    "partials",
+    "when",
 ]
 
 HOUR = "__hour"
@@ -695,8 +708,11 @@ class _Side:
                     out[name] = np.sqrt(var) if kind == "std" else var
         frame = pl.DataFrame({k: pl.Series(k, v) for k, v in out.items()})
         # "no value" (an empty mean or variance) is null, as polars gives it; NaN from data stays NaN
-        empty = {name: (total[f"__x{plan.aggs[name][1]}_n"] <= (plan.aggs[name][2] if plan.aggs[name][0] in ("var", "std") else 0))
-                 for name in aggs if plan.aggs[name][0] in ("mean", "var", "std")}
+        empty = {
+            name: (total[f"__x{plan.aggs[name][1]}_n"] <= (plan.aggs[name][2] if plan.aggs[name][0] in ("var", "std") else 0))
+            for name in aggs
+            if plan.aggs[name][0] in ("mean", "var", "std")
+        }
         return frame.with_columns(pl.when(pl.Series(v)).then(None).otherwise(pl.col(k)).alias(k) for k, v in empty.items())
 
 
@@ -719,7 +735,12 @@ def _zero_row_values(schema: pl.Schema, outputs: list[_Output]) -> pl.DataFrame:
 
 
 def evaluate_side(
-    side: _Side | None, probes: pl.DataFrame, plan: Plan, source_schema: pl.Schema, raw: pl.LazyFrame | None, time_col: str,
+    side: _Side | None,
+    probes: pl.DataFrame,
+    plan: Plan,
+    source_schema: pl.Schema,
+    raw: pl.LazyFrame | None,
+    time_col: str,
 ) -> pl.DataFrame:
     """Every output of a plan at every probe; windows with no rows get polars' zero-row values."""
     slow_outputs = [o for o in plan.outputs if o.rebuilt is None]
@@ -755,7 +776,9 @@ def evaluate_side(
 
 # ----------------------------------------------------------------------------- the result
 def grid_times(start_date: date, end_date: date, interval: timedelta) -> pl.Series:
-    return pl.datetime_range(day_start(start_date), day_start(end_date), interval=f"{to_micros(interval)}us", closed="left", eager=True, time_unit="us").alias("grid_time")
+    return pl.datetime_range(
+        day_start(start_date), day_start(end_date), interval=f"{to_micros(interval)}us", closed="left", eager=True, time_unit="us"
+    ).alias("grid_time")
 
 
 def metadata_from_partials(
@@ -786,8 +809,13 @@ def metadata_from_partials(
     # its latest before G (held by its latest hour before G)
     candidates = pl.DataFrame({"symbol": pl.Series(enum.categories, dtype=enum)}).join(times.to_frame(), how="cross").sort("symbol", "grid_time")
     latest = candidates.join_asof(
-        iparts.select("symbol", HOUR, LTT), left_on="grid_time", right_on=HOUR, by="symbol",
-        strategy="backward", allow_exact_matches=False, check_sortedness=False,
+        iparts.select("symbol", HOUR, LTT),
+        left_on="grid_time",
+        right_on=HOUR,
+        by="symbol",
+        strategy="backward",
+        allow_exact_matches=False,
+        check_sortedness=False,
     )
     w_max = pl.duration(microseconds=to_micros(spec.max_index_window))
     probes = latest.filter(pl.col(LTT) >= pl.col("grid_time") - w_max).select("symbol", "grid_time", pl.col(LTT).alias("last_trade_time"))
@@ -854,13 +882,18 @@ def compute_metadata(
         returns = pl.LazyFrame(schema=RETURNS_SCHEMA)
     returns = returns.lazy()
     returns_schema = returns.collect_schema()
-    r = returns.filter(
-        (pl.col("returns_grid_time") >= start - spec.max_returns_window) & (pl.col("returns_grid_time") < end)
-    )
+    r = returns.filter((pl.col("returns_grid_time") >= start - spec.max_returns_window) & (pl.col("returns_grid_time") < end))
     rparts = partials(r, returns_plan, "returns_grid_time", spec.interval)
     return metadata_from_partials(
-        iparts, rparts, spec, start_date, end_date, grid_schema=grid_schema, returns_schema=returns_schema,
-        raw_grid=g if index_plan.generic else None, raw_returns=r if returns_plan.generic else None,
+        iparts,
+        rparts,
+        spec,
+        start_date,
+        end_date,
+        grid_schema=grid_schema,
+        returns_schema=returns_schema,
+        raw_grid=g if index_plan.generic else None,
+        raw_returns=r if returns_plan.generic else None,
     )
 
 

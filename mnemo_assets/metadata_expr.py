@@ -77,8 +77,13 @@ _BINARY: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {
 
 #: dtypes ``cast`` accepts, by the name the description uses
 _DTYPES: dict[str, pl.DataType] = {
-    "Float64": pl.Float64(), "Float32": pl.Float32(), "Int64": pl.Int64(), "Int32": pl.Int32(),
-    "UInt64": pl.UInt64(), "UInt32": pl.UInt32(), "Boolean": pl.Boolean(),
+    "Float64": pl.Float64(),
+    "Float32": pl.Float32(),
+    "Int64": pl.Int64(),
+    "Int32": pl.Int32(),
+    "UInt64": pl.UInt64(),
+    "UInt32": pl.UInt32(),
+    "Boolean": pl.Boolean(),
 }
 
 
@@ -111,10 +116,7 @@ def level(node: Node) -> int | None:
     children = node[2:] if kind == "bin" else node[1:]
     levels = {lv for lv in (level(c) for c in children) if lv is not None}
     if len(levels) > 1:
-        raise ValueError(
-            f"{_describe(node)} mixes row values and window aggregations; aggregate every column "
-            "(e.g. col('a').sum() / col('b').sum())"
-        )
+        raise ValueError(f"{_describe(node)} mixes row values and window aggregations; aggregate every column (e.g. col('a').sum() / col('b').sum())")
     return levels.pop() if levels else None
 
 
@@ -238,30 +240,77 @@ class MetricExpr(pl.Expr):
         left, right = (node, self._node) if reflected else (self._node, node)
         return _wrap(("bin", op, left, right))
 
-    def __add__(self, other): return self._bin("add", other)
-    def __radd__(self, other): return self._bin("add", other, True)
-    def __sub__(self, other): return self._bin("sub", other)
-    def __rsub__(self, other): return self._bin("sub", other, True)
-    def __mul__(self, other): return self._bin("mul", other)
-    def __rmul__(self, other): return self._bin("mul", other, True)
-    def __truediv__(self, other): return self._bin("truediv", other)
-    def __rtruediv__(self, other): return self._bin("truediv", other, True)
-    def __floordiv__(self, other): return self._bin("floordiv", other)
-    def __rfloordiv__(self, other): return self._bin("floordiv", other, True)
-    def __mod__(self, other): return self._bin("mod", other)
-    def __rmod__(self, other): return self._bin("mod", other, True)
-    def __pow__(self, other): return self._bin("pow", other)
-    def __rpow__(self, other): return self._bin("pow", other, True)
-    def __eq__(self, other): return self._bin("eq", other)  # type: ignore[override]
-    def __ne__(self, other): return self._bin("ne", other)  # type: ignore[override]
-    def __lt__(self, other): return self._bin("lt", other)
-    def __le__(self, other): return self._bin("le", other)
-    def __gt__(self, other): return self._bin("gt", other)
-    def __ge__(self, other): return self._bin("ge", other)
-    def __and__(self, other): return self._bin("and", other)
-    def __rand__(self, other): return self._bin("and", other, True)
-    def __or__(self, other): return self._bin("or", other)
-    def __ror__(self, other): return self._bin("or", other, True)
+    def __add__(self, other):
+        return self._bin("add", other)
+
+    def __radd__(self, other):
+        return self._bin("add", other, True)
+
+    def __sub__(self, other):
+        return self._bin("sub", other)
+
+    def __rsub__(self, other):
+        return self._bin("sub", other, True)
+
+    def __mul__(self, other):
+        return self._bin("mul", other)
+
+    def __rmul__(self, other):
+        return self._bin("mul", other, True)
+
+    def __truediv__(self, other):
+        return self._bin("truediv", other)
+
+    def __rtruediv__(self, other):
+        return self._bin("truediv", other, True)
+
+    def __floordiv__(self, other):
+        return self._bin("floordiv", other)
+
+    def __rfloordiv__(self, other):
+        return self._bin("floordiv", other, True)
+
+    def __mod__(self, other):
+        return self._bin("mod", other)
+
+    def __rmod__(self, other):
+        return self._bin("mod", other, True)
+
+    def __pow__(self, other):
+        return self._bin("pow", other)
+
+    def __rpow__(self, other):
+        return self._bin("pow", other, True)
+
+    def __eq__(self, other):
+        return self._bin("eq", other)  # type: ignore[override]
+
+    def __ne__(self, other):
+        return self._bin("ne", other)  # type: ignore[override]
+
+    def __lt__(self, other):
+        return self._bin("lt", other)
+
+    def __le__(self, other):
+        return self._bin("le", other)
+
+    def __gt__(self, other):
+        return self._bin("gt", other)
+
+    def __ge__(self, other):
+        return self._bin("ge", other)
+
+    def __and__(self, other):
+        return self._bin("and", other)
+
+    def __rand__(self, other):
+        return self._bin("and", other, True)
+
+    def __or__(self, other):
+        return self._bin("or", other)
+
+    def __ror__(self, other):
+        return self._bin("or", other, True)
 
     __hash__ = None  # type: ignore[assignment]  # like pl.Expr
 
@@ -269,10 +318,17 @@ class MetricExpr(pl.Expr):
     def _fn(self, name: str, *args: Any) -> MetricExpr:
         return _wrap(("fn", name, self._node, *args))
 
-    def __neg__(self): return self._fn("neg")
-    def __pos__(self): return self
-    def __abs__(self): return self._fn("abs")
-    def __invert__(self): return self._fn("not")
+    def __neg__(self):
+        return self._fn("neg")
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self._fn("abs")
+
+    def __invert__(self):
+        return self._fn("not")
 
     def abs(self) -> MetricExpr:
         return self._fn("abs")

@@ -50,9 +50,7 @@ def _sort_unless_sorted(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.sort("symbol", MARK_TIME, maintain_order=True)
     if isinstance(frame.schema["symbol"], pl.Enum):
         sym = sym.to_physical()  # Enum order is the physical order
-    ordered = frame.select(
-        ((sym.shift(1) < sym) | ((sym.shift(1) == sym) & (t.shift(1) <= t))).slice(1).all()
-    ).item()
+    ordered = frame.select(((sym.shift(1) < sym) | ((sym.shift(1) == sym) & (t.shift(1) <= t))).slice(1).all()).item()
     if ordered:
         return frame
     return frame.sort("symbol", MARK_TIME, maintain_order=True)
@@ -107,9 +105,7 @@ def query_marks(
     if isinstance(key, pl.Enum):
         schema = q.collect_schema()
         schema.update({"max_tick_to_query_lag": pl.Duration("us"), "return": pl.Float64})
-        out = pl.defer(
-            lambda: _query_marks_sorted(q, prepared, start_time_expr, duration_us, tolerance_us), schema=schema
-        )
+        out = pl.defer(lambda: _query_marks_sorted(q, prepared, start_time_expr, duration_us, tolerance_us), schema=schema)
     else:
         out = _query_marks_join(q, prepared, start_time_expr, duration_us, tolerance_us)
     if not append_lag:
@@ -117,16 +113,18 @@ def query_marks(
     return out
 
 
-def _query_marks_join(
-    q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int
-) -> pl.LazyFrame:
+def _query_marks_join(q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int) -> pl.LazyFrame:
     """:func:`query_marks` by two as-of joins (any symbol dtype)."""
     key = prepared.collect_schema()["symbol"]
-    keys = q.with_row_index(_RID).select(
-        _RID,
-        pl.col("symbol").cast(pl.String).cast(key, strict=False).alias(_SYM),
-        start_time_expr.cast(pl.Datetime("us")).alias(_T0),
-    ).with_columns((pl.col(_T0) + pl.duration(microseconds=duration_us)).alias(_T1))
+    keys = (
+        q.with_row_index(_RID)
+        .select(
+            _RID,
+            pl.col("symbol").cast(pl.String).cast(key, strict=False).alias(_SYM),
+            start_time_expr.cast(pl.Datetime("us")).alias(_T0),
+        )
+        .with_columns((pl.col(_T0) + pl.duration(microseconds=duration_us)).alias(_T1))
+    )
     # t1 = t0 + constant: one sort by (symbol, t0) orders both lookups. With an Enum key that is
     # one Int128 (physical index < 2^32, t0 an Int64), far faster than a two-column sort. Rows
     # without a known symbol or a time sort first and find no mark.
@@ -184,9 +182,7 @@ def _lookup_part(b_code, b_key, b_time, b_fair, b_fair_ok, code, t, k0, k1, dura
     return order, lag, ok0 | ok1, ret, use0 & use1
 
 
-def _query_marks_sorted(
-    q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int
-) -> pl.DataFrame:
+def _query_marks_sorted(q: pl.LazyFrame, prepared: pl.LazyFrame, start_time_expr: pl.Expr, duration_us: int, tolerance_us: int) -> pl.DataFrame:
     """:func:`query_marks` for an Enum-keyed backend. Each mark is the result of a binary search
     of ``symbol code × span + time`` over the sorted backend: the last row with a key <= the
     query's, i.e. the as-of rule with ties to the last backend row. The queries are sorted by
@@ -233,8 +229,17 @@ def _query_marks_sorted(
         def part(i: int) -> None:
             lo, hi = int(bounds[i]), int(bounds[i + 1])
             order, lag, lok, ret, rok = _lookup_part(
-                b_code, b_key, b_time, b_fair, b_fair_ok, code[lo:hi], t[lo:hi], k0[lo:hi], k1[lo:hi],
-                duration_us, tolerance_us,
+                b_code,
+                b_key,
+                b_time,
+                b_fair,
+                b_fair_ok,
+                code[lo:hi],
+                t[lo:hi],
+                k0[lo:hi],
+                k1[lo:hi],
+                duration_us,
+                tolerance_us,
             )
             where = rows[lo:hi][order]
             lag_all[where], lag_ok[where], ret_all[where], ret_ok[where] = lag, lok, ret, rok
@@ -246,9 +251,7 @@ def _query_marks_sorted(
 
             with ThreadPoolExecutor(parts) as pool:
                 list(pool.map(part, range(parts)))
-    result = pl.DataFrame(
-        {"lag": pl.Series(lag_all).cast(pl.Duration("us")), "lag_ok": lag_ok, "ret": ret_all, "ret_ok": ret_ok}
-    ).select(
+    result = pl.DataFrame({"lag": pl.Series(lag_all).cast(pl.Duration("us")), "lag_ok": lag_ok, "ret": ret_all, "ret_ok": ret_ok}).select(
         pl.when("lag_ok").then(pl.col("lag")).alias("max_tick_to_query_lag"),
         pl.when("ret_ok").then(pl.col("ret")).alias("return"),
     )
@@ -305,14 +308,8 @@ def gridded_returns(
     lf = grid.lazy()
     start, end = day_start(start_date), day_start(end_date)
     sym = lf.collect_schema()["symbol"]
-    universe = (
-        lf.filter((pl.col("date") >= start_date) & (pl.col("date") < end_date))
-        .select(pl.col("symbol"), pl.col("date"))
-        .unique()
-    )
-    queries = returns_grid(universe, interval).filter(
-        (pl.col("returns_grid_time") >= start) & (pl.col("returns_grid_time") < end)
-    )
+    universe = lf.filter((pl.col("date") >= start_date) & (pl.col("date") < end_date)).select(pl.col("symbol"), pl.col("date")).unique()
+    queries = returns_grid(universe, interval).filter((pl.col("returns_grid_time") >= start) & (pl.col("returns_grid_time") < end))
     backend = lf
     if carry_in is not None:
         cols = backend.collect_schema().names()
@@ -320,11 +317,7 @@ def gridded_returns(
         backend = pl.concat([extra, backend], how="vertical")
     prepared = prepare_backend(backend)
     result = query_marks(queries, prepared, pl.col("returns_grid_time"), interval, tolerance, append_lag=True)
-    return (
-        result.select("symbol", "date", "returns_grid_time", "max_tick_to_query_lag", "return")
-        .sort("symbol", "returns_grid_time")
-        .collect()
-    )
+    return result.select("symbol", "date", "returns_grid_time", "max_tick_to_query_lag", "return").sort("symbol", "returns_grid_time").collect()
 
 
 def last_rows_before(
@@ -343,11 +336,7 @@ def last_rows_before(
         fair_expr.cast(pl.Float64).alias(MARK_FAIR),
     ).with_row_index(_RID)
     key = pl.col(MARK_TIME).cast(pl.Int64).cast(pl.Int128) * (2**64) + pl.col(_RID).cast(pl.Int128)
-    return (
-        rows.filter(pl.col(MARK_TIME) < before)
-        .group_by("symbol")
-        .agg(pl.col(MARK_TIME).max(), pl.col(MARK_FAIR).max_by(key))
-    )
+    return rows.filter(pl.col(MARK_TIME) < before).group_by("symbol").agg(pl.col(MARK_TIME).max(), pl.col(MARK_FAIR).max_by(key))
 
 
 def pruned_backend(
@@ -364,9 +353,7 @@ def pruned_backend(
     lf = backend.lazy()
     window = lf
     if "date" in lf.collect_schema():
-        window = window.filter(
-            (pl.col("date") >= (start - timedelta(days=1)).date()) & (pl.col("date") <= (end + timedelta(days=1)).date())
-        )
+        window = window.filter((pl.col("date") >= (start - timedelta(days=1)).date()) & (pl.col("date") <= (end + timedelta(days=1)).date()))
     t = time_expr.cast(pl.Datetime("us"))
     window = window.filter((t >= start) & (t <= end))
     carry = last_rows_before(lf, start, fair_expr, time_expr)
@@ -397,14 +384,20 @@ def returns_violations(
             pl.col("returns_grid_time").alias("t0"),
             (pl.col("returns_grid_time") + pl.duration(microseconds=step_us)).alias("t1"),
         ).with_row_index("row")
-        marks = grid.lazy().select(
-            pl.col("symbol").cast(pl.String), pl.col("last_trade_time").alias("T"), pl.col("vwap_total_by_base").alias("F")
-        ).with_row_index("order")
+        marks = (
+            grid.lazy()
+            .select(pl.col("symbol").cast(pl.String), pl.col("last_trade_time").alias("T"), pl.col("vwap_total_by_base").alias("F"))
+            .with_row_index("order")
+        )
         found = []
         for t in ("t0", "t1"):
             m = (
-                q.lazy().join(marks, on="symbol").filter(pl.col("T") <= pl.col(t))
-                .sort("T", "order").group_by("row").agg(pl.col("F").last().alias(f"F_{t}"))
+                q.lazy()
+                .join(marks, on="symbol")
+                .filter(pl.col("T") <= pl.col(t))
+                .sort("T", "order")
+                .group_by("row")
+                .agg(pl.col("F").last().alias(f"F_{t}"))
             )
             found.append(m)
         joined = q.lazy().join(found[0], on="row", how="left").join(found[1], on="row", how="left").collect()

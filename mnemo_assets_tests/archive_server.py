@@ -171,9 +171,7 @@ class ArchiveServer:
         httpd = _Server(("127.0.0.1", 0), _Handler)
         httpd.owner = self
         self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="ArchiveServer", daemon=True
-        )
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="ArchiveServer", daemon=True)
         self._thread.start()
         return self
 
@@ -311,10 +309,7 @@ class ArchiveServer:
                 h.end_headers()
                 return
             if action == "drip":
-                head_bytes = (
-                    f"HTTP/1.0 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                    f"ETag: {etag}\r\n\r\n"
-                ).encode()
+                head_bytes = (f"HTTP/1.0 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nETag: {etag}\r\n\r\n").encode()
                 h.wfile.write(head_bytes)
                 h.wfile.flush()
                 self._drip(h, body)
@@ -325,7 +320,7 @@ class ArchiveServer:
 
         if action == "corrupt" and body:
             mid = len(body) // 2
-            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1:]
+            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1 :]
         if action == "truncate":
             h.send_response(200)
             h.send_header("Content-Type", ctype)
@@ -357,7 +352,7 @@ class ArchiveServer:
             if self._httpd is None:
                 return
             try:
-                h.wfile.write(data[i:i + 1])
+                h.wfile.write(data[i : i + 1])
                 h.wfile.flush()
             except OSError:
                 return
@@ -407,7 +402,7 @@ class ArchiveServer:
         for key in self._all_keys():
             if not key.startswith(prefix) or key <= marker:
                 continue
-            rest = key[len(prefix):]
+            rest = key[len(prefix) :]
             if delimiter and delimiter in rest:
                 common = prefix + rest[: rest.index(delimiter) + len(delimiter)]
                 if common <= marker or common in seen:

@@ -86,8 +86,15 @@ def mark_oracle(backend: list[dict], symbol: str, t: datetime, fair: str, time: 
     return None if best is None else (best[time], best[fair])
 
 
-def returns_oracle(queries: list[dict], backend: list[dict], start: str, duration: timedelta, tolerance: timedelta,
-                   fair: str = "vwap_total_by_base", time: str = "last_trade_time") -> list[dict]:
+def returns_oracle(
+    queries: list[dict],
+    backend: list[dict],
+    start: str,
+    duration: timedelta,
+    tolerance: timedelta,
+    fair: str = "vwap_total_by_base",
+    time: str = "last_trade_time",
+) -> list[dict]:
     """SPEC.md's ReturnsEngine.query, one query row at a time."""
     out = []
     for q in queries:

@@ -73,8 +73,11 @@ class MotoServer:
         log = open(self.log, "wb")  # noqa: SIM115 - closed with the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.proc = subprocess.Popen(
-            [*cmd, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True,
+            [*cmd, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -111,9 +114,7 @@ class MotoServer:
     def client(self):
         import boto3
 
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
-        )
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)

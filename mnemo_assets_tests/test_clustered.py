@@ -42,8 +42,17 @@ def write_clustered(trades: pl.DataFrame, root, *, sort: bool = True, row_group_
 
 
 #: columns that are sums (or ratios of sums): the general path adds in an engine-chosen order
-SUMS = ["volume_base", "volume_quote", "taker_buy_volume_quote", "taker_sell_volume_quote", "vwap_taker_buy",
-        "vwap_taker_sell", "vwap_total_by_base", "taker_buy_volume_base", "taker_sell_volume_base"]
+SUMS = [
+    "volume_base",
+    "volume_quote",
+    "taker_buy_volume_quote",
+    "taker_sell_volume_quote",
+    "vwap_taker_buy",
+    "vwap_taker_sell",
+    "vwap_total_by_base",
+    "taker_buy_volume_base",
+    "taker_sell_volume_base",
+]
 
 
 def assert_same_grid(got: pl.DataFrame, want: pl.DataFrame) -> None:
@@ -75,9 +84,13 @@ def general(path: str, interval: str, peg=None, start=None, end=None, enum=None)
 def trade_days(draw):
     """Trades of several pairs on bucket boundaries, sharing timestamps, ids in any order."""
     n = draw(st.integers(1, 80))
-    offsets = draw(st.lists(
-        st.one_of(st.sampled_from([0, 1, 4_999_999, 5_000_000, 5_000_001, 10_000_000, 15_000_000]), st.integers(0, 20_000_000)),
-        min_size=n, max_size=n))
+    offsets = draw(
+        st.lists(
+            st.one_of(st.sampled_from([0, 1, 4_999_999, 5_000_000, 5_000_001, 10_000_000, 15_000_000]), st.integers(0, 20_000_000)),
+            min_size=n,
+            max_size=n,
+        )
+    )
     ids = draw(st.permutations(list(range(100, 100 + n))))
     symbols = draw(st.lists(st.sampled_from(["BTC", "ETH", "1000PEPE", "A"]), min_size=n, max_size=n))
     pegs = draw(st.lists(st.sampled_from(["USDT", "USDC"]), min_size=n, max_size=n))
@@ -86,17 +99,27 @@ def trade_days(draw):
     sides = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     return pl.DataFrame(
         {
-            "symbol": symbols, "peg_symbol": pegs, "trade_id": ids, "price": prices, "qty": qtys,
+            "symbol": symbols,
+            "peg_symbol": pegs,
+            "trade_id": ids,
+            "price": prices,
+            "qty": qtys,
             "quote_qty": [p * q for p, q in zip(prices, qtys, strict=True)],
-            "time": [BASE + timedelta(microseconds=o) for o in offsets], "is_buyer_maker": sides,
+            "time": [BASE + timedelta(microseconds=o) for o in offsets],
+            "is_buyer_maker": sides,
         },
         schema=TRADES_SCHEMA,
     )
 
 
 @settings(max_examples=120, deadline=None)
-@given(trades=trade_days(), interval=st.sampled_from(["1s", "5s", "1m"]), batch_rows=st.sampled_from([1, 2, 3, 7, 1000]),
-       row_group_size=st.sampled_from([None, 1, 4]), peg=st.sampled_from([None, "USDT"]))
+@given(
+    trades=trade_days(),
+    interval=st.sampled_from(["1s", "5s", "1m"]),
+    batch_rows=st.sampled_from([1, 2, 3, 7, 1000]),
+    row_group_size=st.sampled_from([None, 1, 4]),
+    peg=st.sampled_from([None, "USDT"]),
+)
 def test_sorted_path_equals_general_path(tmp_path_factory, trades, interval, batch_rows, row_group_size, peg):
     """Random days stored clustered: the segmented path gives the general path's frame exactly
     (small days: the general path sums in the same order), whatever the slice size (buckets and
@@ -109,7 +132,10 @@ def test_sorted_path_equals_general_path(tmp_path_factory, trades, interval, bat
     assert_same_grid(got, want)
     # and the SPEC oracle (sums to 1e-9)
     rows = trades.filter(pl.col("peg_symbol") == peg) if peg else trades
-    assert_rows_close(got.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(), grid_oracle(rows.to_dicts(), {"1s": 10**6, "5s": 5 * 10**6, "1m": 6 * 10**7}[interval]))
+    assert_rows_close(
+        got.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(),
+        grid_oracle(rows.to_dicts(), {"1s": 10**6, "5s": 5 * 10**6, "1m": 6 * 10**7}[interval]),
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -133,9 +159,16 @@ def test_unsorted_pairs_never_take_the_sorted_path(tmp_path_factory, trades, bat
 def test_ties_on_time_and_duplicate_keys_go_to_the_general_path(tmp_path):
     t0 = datetime(2024, 12, 31, 12)
     trades = pl.DataFrame(
-        {"symbol": ["A"] * 4 + ["B"] * 3, "peg_symbol": ["USDT"] * 7, "trade_id": [1, 2, 3, 4, 7, 7, 8],
-         "price": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], "qty": [1.0] * 7, "quote_qty": [1.0] * 7,
-         "time": [t0, t0, t0, t0 + timedelta(seconds=1), t0, t0, t0], "is_buyer_maker": [True, False] * 3 + [True]},
+        {
+            "symbol": ["A"] * 4 + ["B"] * 3,
+            "peg_symbol": ["USDT"] * 7,
+            "trade_id": [1, 2, 3, 4, 7, 7, 8],
+            "price": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+            "qty": [1.0] * 7,
+            "quote_qty": [1.0] * 7,
+            "time": [t0, t0, t0, t0 + timedelta(seconds=1), t0, t0, t0],
+            "is_buyer_maker": [True, False] * 3 + [True],
+        },
         schema=TRADES_SCHEMA,
     )
     path = write_clustered(trades, tmp_path)
@@ -149,10 +182,16 @@ def test_ties_on_time_and_duplicate_keys_go_to_the_general_path(tmp_path):
 def test_nulls_and_nan_prices(tmp_path):
     t0 = datetime(2024, 12, 31, 12)
     trades = pl.DataFrame(
-        {"symbol": ["A"] * 3 + ["B"] * 3, "peg_symbol": ["USDT"] * 6, "trade_id": [1, 2, 3, 1, 2, 3],
-         "price": [float("nan"), 2.0, float("nan"), float("nan"), float("nan"), 1.0], "qty": [1.0, None, 1.0, 1.0, 1.0, 1.0],
-         "quote_qty": [1.0] * 6, "time": [t0 + timedelta(seconds=s) for s in (0, 1, 2, 0, 1, 7)],
-         "is_buyer_maker": [True, False, True, True, False, True]},
+        {
+            "symbol": ["A"] * 3 + ["B"] * 3,
+            "peg_symbol": ["USDT"] * 6,
+            "trade_id": [1, 2, 3, 1, 2, 3],
+            "price": [float("nan"), 2.0, float("nan"), float("nan"), float("nan"), 1.0],
+            "qty": [1.0, None, 1.0, 1.0, 1.0, 1.0],
+            "quote_qty": [1.0] * 6,
+            "time": [t0 + timedelta(seconds=s) for s in (0, 1, 2, 0, 1, 7)],
+            "is_buyer_maker": [True, False, True, True, False, True],
+        },
         schema=TRADES_SCHEMA,
     )
     path = write_clustered(trades, tmp_path)
@@ -177,8 +216,18 @@ def test_file_not_clustered_takes_the_general_path(tmp_path):
 def test_pair_in_two_places_is_not_clustered(tmp_path):
     t0 = datetime(2024, 12, 31, 12)
     frame = lambda sym, k: pl.DataFrame(
-        {"symbol": [sym], "peg_symbol": ["USDT"], "trade_id": [k], "price": [1.0], "qty": [1.0], "quote_qty": [1.0],
-         "time": [t0 + timedelta(seconds=k)], "is_buyer_maker": [True]}, schema=TRADES_SCHEMA)
+        {
+            "symbol": [sym],
+            "peg_symbol": ["USDT"],
+            "trade_id": [k],
+            "price": [1.0],
+            "qty": [1.0],
+            "quote_qty": [1.0],
+            "time": [t0 + timedelta(seconds=k)],
+            "is_buyer_maker": [True],
+        },
+        schema=TRADES_SCHEMA,
+    )
     res = write_partition(Batches(TRADES_SCHEMA, iter([frame("A", 1), frame("B", 2), frame("A", 3)])), tmp_path, "t", DAY)
     assert clustered_pairs(res.path) is None
     assert_same_grid(grid_from_parquet(res.path, "5s"), general(res.path, "5s"))
@@ -194,8 +243,7 @@ def test_day_window_peg_and_enum(tmp_path):
     start = datetime(2024, 8, 9)
     for peg in ("USDT", "USDC"):
         report: dict = {}
-        got = grid_from_parquet(path, "1m", peg=peg, start=start, end=start + timedelta(days=1), enum=enum, batch_rows=5000,
-                                report=report)
+        got = grid_from_parquet(path, "1m", peg=peg, start=start, end=start + timedelta(days=1), enum=enum, batch_rows=5000, report=report)
         want = general(path, "1m", peg, start, start + timedelta(days=1), enum)
         assert report["layout"] == "clustered" and report["general_pairs"] == 0 and report["sorted_pairs"] >= 1
         assert got.schema["symbol"] == enum and got.height > 0
@@ -218,10 +266,18 @@ def test_sums_are_sequential_in_trade_order(tmp_path):
     n = 50_000
     t0 = datetime(2024, 12, 31)
     trades = pl.DataFrame(
-        {"symbol": ["A"] * n, "peg_symbol": ["USDT"] * n, "trade_id": np.arange(n), "price": rng.random(n) + 1,
-         "qty": rng.random(n) * 10.0 ** rng.integers(-4, 4, n), "quote_qty": rng.random(n) * 100,
-         "time": pl.Series(np.sort(rng.integers(0, 3_600_000_000, n)) + (t0 - datetime(1970, 1, 1)) // timedelta(microseconds=1)).cast(pl.Datetime("us")),
-         "is_buyer_maker": rng.random(n) < 0.5},
+        {
+            "symbol": ["A"] * n,
+            "peg_symbol": ["USDT"] * n,
+            "trade_id": np.arange(n),
+            "price": rng.random(n) + 1,
+            "qty": rng.random(n) * 10.0 ** rng.integers(-4, 4, n),
+            "quote_qty": rng.random(n) * 100,
+            "time": pl.Series(np.sort(rng.integers(0, 3_600_000_000, n)) + (t0 - datetime(1970, 1, 1)) // timedelta(microseconds=1)).cast(
+                pl.Datetime("us")
+            ),
+            "is_buyer_maker": rng.random(n) < 0.5,
+        },
         schema=TRADES_SCHEMA,
     )
     path = write_clustered(trades, tmp_path, row_group_size=9_999)

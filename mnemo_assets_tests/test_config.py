@@ -28,17 +28,27 @@ def test_defaults_exist_once():
     assert (syn.seed, syn.n_pairs, syn.trades_per_day, syn.start) == (d.seed, d.n_pairs, d.trades_per_day, d.start)
     assert syn.start == date(2024, 12, 1) == Settings().start_date
     http, h = HttpArchive("/nonexistent-never-written"), HttpSettings()
-    assert (http.base_url, http.listing_url, http.retries, http.backoff, http.timeout, http.deadline, http.listing_ttl,
-            http.revalidate_after) == (h.base_url, h.listing_url, h.retries, h.backoff_seconds, h.timeout_seconds,
-                                       h.deadline_seconds, h.listing_ttl_seconds, h.revalidate_seconds)
+    assert (http.base_url, http.listing_url, http.retries, http.backoff, http.timeout, http.deadline, http.listing_ttl, http.revalidate_after) == (
+        h.base_url,
+        h.listing_url,
+        h.retries,
+        h.backoff_seconds,
+        h.timeout_seconds,
+        h.deadline_seconds,
+        h.listing_ttl_seconds,
+        h.revalidate_seconds,
+    )
     text = (REPO / "mnemo.yaml").read_text()
     assert "2024-12-20" not in text and text.count("2024-12-01") == 2
 
 
 def test_environment_overrides(tmp_path):
     env = {
-        "MNEMO_DATA_ROOT": "s3://bucket/mnemo", "MNEMO_SOURCE": "mirror", "MNEMO_MIRROR_DIR": "/mnt/binance",
-        "MNEMO_START_DATE": "2023-01-01", "MNEMO_MARKETS": "spot,cm",
+        "MNEMO_DATA_ROOT": "s3://bucket/mnemo",
+        "MNEMO_SOURCE": "mirror",
+        "MNEMO_MIRROR_DIR": "/mnt/binance",
+        "MNEMO_START_DATE": "2023-01-01",
+        "MNEMO_MARKETS": "spot,cm",
     }
     s = load_settings(REPO / "mnemo.yaml", env=env)
     assert s.data_root == "s3://bucket/mnemo" and s.source.kind == "mirror" and s.mirror_dir == "/mnt/binance"
@@ -47,9 +57,13 @@ def test_environment_overrides(tmp_path):
 
 def test_every_key_has_an_environment_variable():
     env = {
-        "MNEMO_SOURCE__HTTP__TIMEOUT_SECONDS": "7.5", "MNEMO_SOURCE__HTTP__LISTING_TTL_SECONDS": "0",
-        "MNEMO_SOURCE__SYNTHETIC__SEED": "11", "MNEMO_GRIDS__INTERVALS": '["5s","1m"]', "MNEMO_CACHE_DIR": "/tmp/c",
-        "MNEMO_AUTOMATION": "off", "MNEMO_source__kind": "http",
+        "MNEMO_SOURCE__HTTP__TIMEOUT_SECONDS": "7.5",
+        "MNEMO_SOURCE__HTTP__LISTING_TTL_SECONDS": "0",
+        "MNEMO_SOURCE__SYNTHETIC__SEED": "11",
+        "MNEMO_GRIDS__INTERVALS": '["5s","1m"]',
+        "MNEMO_CACHE_DIR": "/tmp/c",
+        "MNEMO_AUTOMATION": "off",
+        "MNEMO_source__kind": "http",
     }
     s = load_settings(REPO / "mnemo.yaml", env=env)
     assert s.source.http.timeout_seconds == 7.5 and s.source.http.listing_ttl_seconds == 0
@@ -73,20 +87,31 @@ FUTURE = (datetime.now(UTC).date() + timedelta(days=3)).isoformat()
 @pytest.mark.parametrize(
     "text,line",
     [
-        ("grids:\n  intervals: [7m]\n",
-         "c.yaml: grids.intervals[0]: grid interval '7m' does not divide one day exactly (86400s is not a multiple of 420s); "
-         "allowed: a polars duration that divides one day, such as 1s, 5s"),
+        (
+            "grids:\n  intervals: [7m]\n",
+            "c.yaml: grids.intervals[0]: grid interval '7m' does not divide one day exactly (86400s is not a multiple of 420s); "
+            "allowed: a polars duration that divides one day, such as 1s, 5s",
+        ),
         ("grids:\n  intervals: [5s, 10min]\n", "c.yaml: grids.intervals[1]: cannot parse interval '10min'"),
         ("grids:\n  intervals: [5s, 10min]\n", "did you mean '10m'?"),
         ("markets:\n  futures:\n    pegs: [USDT]\n", "c.yaml: markets.futures: unknown market 'futures'; allowed: spot, um, cm"),
         ("markets:\n  spto:\n    pegs: [USDT]\n", "c.yaml: markets.spto: unknown market 'spto'; allowed: spot, um, cm; did you mean 'spot'?"),
-        ("markets:\n  spot:\n    pegs: [usdt]\n", "c.yaml: markets.spot.pegs: peg 'usdt' is not an upper-case asset name; allowed: e.g. USDT, USDC, FDUSD; did you mean 'USDT'?"),
+        (
+            "markets:\n  spot:\n    pegs: [usdt]\n",
+            "c.yaml: markets.spot.pegs: peg 'usdt' is not an upper-case asset name; allowed: e.g. USDT, USDC, FDUSD; did you mean 'USDT'?",
+        ),
         ("source:\n  kind: ftp\n", "c.yaml: source.kind: unknown kind 'ftp'; allowed: synthetic, http, mirror"),
         ("source:\n  kind: synthetc\n", "c.yaml: source.kind: unknown kind 'synthetc'; allowed: synthetic, http, mirror; did you mean 'synthetic'?"),
         ("grids:\n  intervals: [10m]\n", "c.yaml: returns.grid_interval: '5s' is not one of grids.intervals; allowed: 10m"),
         ("bogus: 1\n", "c.yaml: bogus: unknown key; allowed: data_root, cache_dir, start_date, source, markets"),
-        ("source:\n  http:\n    timeout: 3\n", "c.yaml: source.http.timeout: unknown key; allowed: base_url, listing_url, retries, backoff_seconds, max_backoff_seconds, timeout_seconds, deadline_seconds, listing_ttl_seconds, revalidate_seconds; did you mean 'timeout_seconds'?"),
-        ("source:\n  synthtic:\n    seed: 1\n", "c.yaml: source.synthtic: unknown key; allowed: kind, mirror_dir, http, synthetic; did you mean 'synthetic'?"),
+        (
+            "source:\n  http:\n    timeout: 3\n",
+            "c.yaml: source.http.timeout: unknown key; allowed: base_url, listing_url, retries, backoff_seconds, max_backoff_seconds, timeout_seconds, deadline_seconds, listing_ttl_seconds, revalidate_seconds; did you mean 'timeout_seconds'?",
+        ),
+        (
+            "source:\n  synthtic:\n    seed: 1\n",
+            "c.yaml: source.synthtic: unknown key; allowed: kind, mirror_dir, http, synthetic; did you mean 'synthetic'?",
+        ),
         ("markets:\n  spot:\n    peggs: [USDT]\n", "c.yaml: markets.spot.peggs: unknown key; allowed: pegs, contracts; did you mean 'pegs'?"),
         (f"start_date: {FUTURE}\n", f"c.yaml: start_date: {FUTURE} is in the future (today is"),
         (f"source:\n  synthetic:\n    start: {FUTURE}\n", f"c.yaml: source.synthetic.start: {FUTURE} is in the future"),
@@ -176,8 +201,15 @@ def test_default_cache_dir(tmp_path):
 
 def test_archive_resource_is_built_from_the_settings(tmp_path):
     base = Settings(data_root=str(tmp_path))
-    syn = ArchiveResource.from_settings(base.model_copy(update={"source": base.source.model_copy(
-        update={"synthetic": SyntheticSettings(seed=3, n_pairs=5, trades_per_day=1000, start=date(2024, 12, 5))})}))
+    syn = ArchiveResource.from_settings(
+        base.model_copy(
+            update={
+                "source": base.source.model_copy(
+                    update={"synthetic": SyntheticSettings(seed=3, n_pairs=5, trades_per_day=1000, start=date(2024, 12, 5))}
+                )
+            }
+        )
+    )
     source = syn.source()
     assert isinstance(source, SyntheticArchive) and syn.kind == "synthetic"
     assert (source.seed, source.n_pairs, source.trades_per_day, source.start) == (3, 5, 1000, date(2024, 12, 5))
@@ -189,8 +221,9 @@ def test_archive_resource_is_built_from_the_settings(tmp_path):
     assert isinstance(http, HttpArchive) and (http.timeout, http.deadline) == (5, 20)
     assert http.mirror_dir == tmp_path / "archive"
 
-    mirror = ArchiveResource.from_settings(base.model_copy(update={"source": base.source.model_copy(
-        update={"kind": "mirror", "mirror_dir": str(tmp_path / "m")})})).source()
+    mirror = ArchiveResource.from_settings(
+        base.model_copy(update={"source": base.source.model_copy(update={"kind": "mirror", "mirror_dir": str(tmp_path / "m")})})
+    ).source()
     assert isinstance(mirror, LocalMirror) and mirror.root == tmp_path / "m"
 
 

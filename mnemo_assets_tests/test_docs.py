@@ -92,8 +92,7 @@ class NotRunnable:
 NOT_RUNNABLE = [
     NotRunnable(
         r"MNEMO_SOURCE=http\b",
-        "downloads the real archive from data.binance.vision: needs the public internet (not reachable here or "
-        "in CI) and GBs per day",
+        "downloads the real archive from data.binance.vision: needs the public internet (not reachable here or in CI) and GBs per day",
     ),
     NotRunnable(
         r"^\s*(\S+=\S+\s+)*(docker|helm|kubectl|minikube|kind)\b",
@@ -201,9 +200,26 @@ def load_yaml_block(block: Block, scratch: Path) -> None:
 
     fragment = yaml.safe_load(block.code)
     assert isinstance(fragment, dict) and fragment, f"README block {block.id}: not a YAML mapping"
-    dagster_keys = {"storage", "run_coordinator", "run_launcher", "run_monitoring", "run_retries", "telemetry",
-                    "concurrency", "compute_logs", "local_artifact_storage", "event_log_storage", "run_storage",
-                    "schedule_storage", "scheduler", "sensors", "schedules", "code_servers", "retention", "auto_materialize"}
+    dagster_keys = {
+        "storage",
+        "run_coordinator",
+        "run_launcher",
+        "run_monitoring",
+        "run_retries",
+        "telemetry",
+        "concurrency",
+        "compute_logs",
+        "local_artifact_storage",
+        "event_log_storage",
+        "run_storage",
+        "schedule_storage",
+        "scheduler",
+        "sensors",
+        "schedules",
+        "code_servers",
+        "retention",
+        "auto_materialize",
+    }
     if set(fragment) <= set(Settings.model_fields):
         # a mnemo.yaml fragment: merged into the repository's mnemo.yaml (every default spelled out)
         def merge(base, extra):
@@ -307,8 +323,12 @@ def materialize_vwap(module, root: Path, start: str, end: str):
     defs = module.build_example_definitions(example_settings(root))
     tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
     return materialize(
-        list(defs.assets), selection=[module.VWAP_KEY], tags=tags, resources=defs.resources,
-        instance=DagsterInstance.ephemeral(), raise_on_error=False,
+        list(defs.assets),
+        selection=[module.VWAP_KEY],
+        tags=tags,
+        resources=defs.resources,
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
     )
 
 

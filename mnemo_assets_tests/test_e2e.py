@@ -37,8 +37,14 @@ pytestmark = pytest.mark.e2e
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 
 CONFIG = """\
@@ -60,9 +66,7 @@ WHOLE = (date(2024, 12, 1), date(2024, 12, 10))
 GROUP = ("binance_cm", date(2024, 12, 11), date(2024, 12, 15))
 REPLAY = ("binance_spot", date(2024, 12, 11), date(2024, 12, 12))
 
-requires_browser = pytest.mark.skipif(
-    CHROMIUM is None and not os.environ.get("MNEMO_REQUIRE_BROWSER"), reason="Debian's chromium is not installed"
-)
+requires_browser = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("MNEMO_REQUIRE_BROWSER"), reason="Debian's chromium is not installed")
 
 
 def days(a: date, b: date) -> list[date]:
@@ -188,7 +192,9 @@ def assert_backfill_did_the_plan(stack, graph_, backfill_id: str, planned, exact
             for day in materialized:
                 for k in range(-before, after + 1):
                     need = day + timedelta(days=k)
-                    assert need < settings.start_date or need in parent_days, f"{key.to_user_string()} {day} ran without {parent.to_user_string()} {need}"
+                    assert need < settings.start_date or need in parent_days, (
+                        f"{key.to_user_string()} {day} ran without {parent.to_user_string()} {need}"
+                    )
         for check_key in graph.get(key).check_keys:
             records = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(key, check_key.name), limit=1000)
             latest: dict[str, AssetCheckExecutionRecordStatus] = {}
@@ -266,9 +272,7 @@ def test_ui_backfills_of_the_whole_graph_then_of_one_group_succeed(stack, graph)
     keys = [k for k in everything if k.path[1] == "spot"]
     replay_plan = planned_for(g, settings, keys, first, last, store_listing(g, settings.data_root))
     params = dict(ui.sent[1]["variables"]["backfillParams"])
-    params.update(
-        assetSelection=[{"path": list(k.path)} for k in keys], partitionNames=[d.isoformat() for d in days(first, last)]
-    )
+    params.update(assetSelection=[{"path": list(k.path)} for k in keys], partitionNames=[d.isoformat() for d in days(first, last)])
     query = ui.sent[1]["query"]
     payload = json.dumps({"operationName": "LaunchPartitionBackfill", "variables": {"backfillParams": params}, "query": query}).encode()
     request = urllib.request.Request(f"{stack.url}/graphql", data=payload, headers={"Content-Type": "application/json"})
@@ -286,12 +290,26 @@ def test_cli_and_daemon_choose_the_same_asset_days(stack, graph, tmp_path):
     settings, g = graph
     keys = [k for k in g.get_all_asset_keys() if k.path[1] == "spot"]
     first, last = date(2024, 12, 13), date(2024, 12, 14)
-    expected = plan(g, requested_days(keys, days(first, last)), store_listing(g, settings.data_root), settings.start_date,
-                    missing_only=keys)
+    expected = plan(g, requested_days(keys, days(first, last)), store_listing(g, settings.data_root), settings.start_date, missing_only=keys)
     out = subprocess.run(
-        [str(REPO / ".venv/bin/mnemo") if (REPO / ".venv/bin/mnemo").exists() else "mnemo", "backfill", "--url", stack.url,
-         "--select", "group:binance_spot", "--start", first.isoformat(), "--end", last.isoformat(), "--quiet"],
-        env=stack.env, cwd=stack.base, capture_output=True, text=True, timeout=900,
+        [
+            str(REPO / ".venv/bin/mnemo") if (REPO / ".venv/bin/mnemo").exists() else "mnemo",
+            "backfill",
+            "--url",
+            stack.url,
+            "--select",
+            "group:binance_spot",
+            "--start",
+            first.isoformat(),
+            "--end",
+            last.isoformat(),
+            "--quiet",
+        ],
+        env=stack.env,
+        cwd=stack.base,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     backfill_id = re.search(r"launched backfill (\w+)", out.stdout).group(1)
@@ -302,9 +320,24 @@ def test_cli_and_daemon_choose_the_same_asset_days(stack, graph, tmp_path):
     instance = DagsterInstance.from_config(str(stack.home))
     before = instance.get_runs_count()
     again = subprocess.run(
-        [str(REPO / ".venv/bin/mnemo") if (REPO / ".venv/bin/mnemo").exists() else "mnemo", "backfill", "--url", stack.url,
-         "--select", "group:binance_spot", "--start", first.isoformat(), "--end", last.isoformat(), "--quiet"],
-        env=stack.env, cwd=stack.base, capture_output=True, text=True, timeout=300,
+        [
+            str(REPO / ".venv/bin/mnemo") if (REPO / ".venv/bin/mnemo").exists() else "mnemo",
+            "backfill",
+            "--url",
+            stack.url,
+            "--select",
+            "group:binance_spot",
+            "--start",
+            first.isoformat(),
+            "--end",
+            last.isoformat(),
+            "--quiet",
+        ],
+        env=stack.env,
+        cwd=stack.base,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
     assert instance.get_runs_count() == before

@@ -56,7 +56,11 @@ def mnemo(stack: Stack, *args: str) -> subprocess.Popen:
     cwd.mkdir(exist_ok=True)
     return subprocess.Popen(
         [str(MNEMO), "backfill", "--url", stack.url, "--quiet", *args],
-        cwd=cwd, env={**stack.env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd,
+        env={**stack.env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 

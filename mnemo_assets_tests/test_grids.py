@@ -14,9 +14,23 @@ from mnemo_assets_tests.conftest import REALDATA, realdata_files
 from mnemo_assets_tests.oracles import assert_rows_close, grid_oracle
 
 SEED_COLUMNS = [
-    "symbol", "date", "time", "peg_symbol", "open", "high", "low", "close", "volume_base", "volume_quote",
-    "trade_count", "last_trade_time", "taker_buy_volume_quote", "taker_sell_volume_quote", "vwap_taker_buy",
-    "vwap_taker_sell", "vwap_total_by_base",
+    "symbol",
+    "date",
+    "time",
+    "peg_symbol",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume_base",
+    "volume_quote",
+    "trade_count",
+    "last_trade_time",
+    "taker_buy_volume_quote",
+    "taker_sell_volume_quote",
+    "vwap_taker_buy",
+    "vwap_taker_sell",
+    "vwap_total_by_base",
 ]
 
 
@@ -79,8 +93,13 @@ def test_vwap_null_without_taker_side():
     t0 = datetime(2024, 1, 1)
     trades = pl.DataFrame(
         {
-            "symbol": ["A", "A"], "peg_symbol": ["USDT"] * 2, "trade_id": [1, 2], "price": [2.0, 4.0],
-            "qty": [1.0, 1.0], "quote_qty": [2.0, 4.0], "time": [t0, t0 + timedelta(seconds=1)],
+            "symbol": ["A", "A"],
+            "peg_symbol": ["USDT"] * 2,
+            "trade_id": [1, 2],
+            "price": [2.0, 4.0],
+            "qty": [1.0, 1.0],
+            "quote_qty": [2.0, 4.0],
+            "time": [t0, t0 + timedelta(seconds=1)],
             "is_buyer_maker": [True, True],
         },
         schema=TRADES_SCHEMA,
@@ -102,7 +121,8 @@ def trade_frames(draw):
                 st.sampled_from([0, 1, 4_999_999, 5_000_000, 5_000_001, 10_000_000, 9_999_999, 15_000_000]),
                 st.integers(0, 20_000_000),
             ),
-            min_size=n, max_size=n,
+            min_size=n,
+            max_size=n,
         )
     )
     ids = draw(st.permutations(list(range(100, 100 + n))))
@@ -112,9 +132,14 @@ def trade_frames(draw):
     sides = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     return pl.DataFrame(
         {
-            "symbol": symbols, "peg_symbol": ["USDT"] * n, "trade_id": ids, "price": prices, "qty": qtys,
+            "symbol": symbols,
+            "peg_symbol": ["USDT"] * n,
+            "trade_id": ids,
+            "price": prices,
+            "qty": qtys,
             "quote_qty": [p * q for p, q in zip(prices, qtys, strict=True)],
-            "time": [BASE + timedelta(microseconds=o) for o in offsets], "is_buyer_maker": sides,
+            "time": [BASE + timedelta(microseconds=o) for o in offsets],
+            "is_buyer_maker": sides,
         },
         schema=TRADES_SCHEMA,
     )
@@ -134,15 +159,21 @@ def test_row_order_of_input_does_not_matter(trades):
     assert_rows_close(b.to_dicts(), a.to_dicts())
 
 
-@pytest.mark.parametrize("column,value", [("price", float("inf")), ("price", float("nan")), ("qty", float("inf")),
-                                          ("quote_qty", float("-inf")), ("qty", float("nan"))])
+@pytest.mark.parametrize(
+    "column,value", [("price", float("inf")), ("price", float("nan")), ("qty", float("inf")), ("quote_qty", float("-inf")), ("qty", float("nan"))]
+)
 def test_non_finite_values_are_a_grid_violation(column, value):
     """``high = inf`` (or a NaN vwap) passes every bound check; ``finite_values`` catches it."""
     t0 = datetime(2024, 1, 1)
     trades = pl.DataFrame(
         {
-            "symbol": ["A"] * 3, "peg_symbol": ["USDT"] * 3, "trade_id": [1, 2, 3], "price": [2.0, 4.0, 3.0],
-            "qty": [1.0, 1.0, 2.0], "quote_qty": [2.0, 4.0, 6.0], "time": [t0, t0, t0 + timedelta(seconds=7)],
+            "symbol": ["A"] * 3,
+            "peg_symbol": ["USDT"] * 3,
+            "trade_id": [1, 2, 3],
+            "price": [2.0, 4.0, 3.0],
+            "qty": [1.0, 1.0, 2.0],
+            "quote_qty": [2.0, 4.0, 6.0],
+            "time": [t0, t0, t0 + timedelta(seconds=7)],
             "is_buyer_maker": [True, False, True],
         },
         schema=TRADES_SCHEMA,

@@ -51,7 +51,10 @@ def test_forty_days_match_the_oracle_with_listings_and_delistings(forty_days):
     got = compute_metadata(grid, returns, spec, START, START + timedelta(days=NDAYS))
     assert got.columns[:3] == ["symbol", "grid_time", "last_trade_time"]
     assert got.columns[3:] == spec.index_columns + spec.returns_columns + [
-        "liquidity_1d_q", "liquidity_7d_q", "daily_vol_7d_lookback_q", "daily_vol_30d_lookback_q",
+        "liquidity_1d_q",
+        "liquidity_7d_q",
+        "daily_vol_7d_lookback_q",
+        "daily_vol_30d_lookback_q",
     ]
     want = metadata_oracle(grid, returns, spec, START, START + timedelta(days=NDAYS))
     assert_rows_close(as_rows(got), want, rel=1e-9)
@@ -98,7 +101,10 @@ def test_incremental_equals_full_from_partials(forty_days):
     spec = default_metadata("10m")
     iplan, rplan = compile_plan(spec.index), compile_plan(spec.returns)
     days = [START + timedelta(days=k) for k in range(NDAYS)]
-    ipart = {d: partials(grid.filter(pl.col("last_trade_time").dt.date() == d), iplan, "last_trade_time", spec.interval, last_time=True).collect() for d in days}
+    ipart = {
+        d: partials(grid.filter(pl.col("last_trade_time").dt.date() == d), iplan, "last_trade_time", spec.interval, last_time=True).collect()
+        for d in days
+    }
     rpart = {d: partials(returns.filter(pl.col("date") == d), rplan, "returns_grid_time", spec.interval).collect() for d in days}
     full = compute_metadata(grid, returns, spec, START, START + timedelta(days=NDAYS))
     enum = pl.Enum(sorted(grid["symbol"].cast(pl.String).unique().to_list()))
@@ -154,7 +160,21 @@ def test_quantile_ties_and_nulls():
     assert got["liquidity_1d_q"].to_list() == [0.625, 0.625, 0.25, 1.0]  # A and B tie at ranks 2 and 3
     assert got["daily_vol_7d_lookback"].null_count() == 4 and got["daily_vol_7d_lookback_q"].null_count() == 4
     assert got["vol_ssize_30d_lookback"].to_list() == [0, 0, 0, 0]
-    want = metadata_oracle(grid, pl.DataFrame(schema={"symbol": pl.String, "date": pl.Date, "returns_grid_time": pl.Datetime("us"), "max_tick_to_query_lag": pl.Duration("us"), "return": pl.Float64}), spec, date(2025, 1, 1), date(2025, 1, 2))
+    want = metadata_oracle(
+        grid,
+        pl.DataFrame(
+            schema={
+                "symbol": pl.String,
+                "date": pl.Date,
+                "returns_grid_time": pl.Datetime("us"),
+                "max_tick_to_query_lag": pl.Duration("us"),
+                "return": pl.Float64,
+            }
+        ),
+        spec,
+        date(2025, 1, 1),
+        date(2025, 1, 2),
+    )
     assert_rows_close(as_rows(compute_metadata(grid, None, spec, date(2025, 1, 1), date(2025, 1, 2))), want)
 
 

@@ -110,11 +110,14 @@ def test_identical_activity_gives_identical_values_and_quantiles(a, old, ra, rol
         return a_vol(k) if k >= same_from else old[k % 24] * 13.7
 
     grid = hourly_grid(days, {"A": a_vol, "TWIN": twin_vol, "OTHER": lambda k: VALUES[k % len(VALUES)] + 1})
-    rets = ten_minute_returns(days, {
-        "A": lambda k: ra[(k * 5) % 36],
-        "TWIN": lambda k: ra[(k * 5) % 36] if k >= same_from * 6 else rold[k % 36],
-        "OTHER": lambda k: RETURNS[k % len(RETURNS)],
-    })
+    rets = ten_minute_returns(
+        days,
+        {
+            "A": lambda k: ra[(k * 5) % 36],
+            "TWIN": lambda k: ra[(k * 5) % 36] if k >= same_from * 6 else rold[k % 36],
+            "OTHER": lambda k: RETURNS[k % len(RETURNS)],
+        },
+    )
     spec = default_metadata("10m")
     lo, hi = date(2024, 1, 3), date(2024, 2, 14)
     full = compute_metadata(grid, rets, spec, lo, hi)
@@ -128,7 +131,9 @@ def test_identical_activity_gives_identical_values_and_quantiles(a, old, ra, rol
     d = date(2024, 2, 13)
     g = grid.filter(pl.col("last_trade_time") >= datetime(2024, 2, 6), pl.col("last_trade_time") < datetime(2024, 2, 14))
     r = rets.filter(pl.col("returns_grid_time") >= datetime(2024, 1, 14), pl.col("returns_grid_time") < datetime(2024, 2, 14))
-    ip = pl.concat([partials(g.filter(pl.col("date") == x), iplan, "last_trade_time", spec.interval, True).collect() for x in g["date"].unique().sort()])
+    ip = pl.concat(
+        [partials(g.filter(pl.col("date") == x), iplan, "last_trade_time", spec.interval, True).collect() for x in g["date"].unique().sort()]
+    )
     rp = pl.concat([partials(r.filter(pl.col("date") == x), rplan, "returns_grid_time", spec.interval).collect() for x in r["date"].unique().sort()])
     one = metadata_from_partials(ip, rp, spec, d, d + timedelta(days=1), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA)
     expected = full.filter(pl.col("grid_time").dt.date() == d)
@@ -177,11 +182,11 @@ def test_thirty_day_windows_over_two_years_match_exact_sums():
     for row in sample.iter_rows(named=True):
         g = row["grid_time"]
         k_hi = (g - T0) // timedelta(hours=1)  # hours [k_hi - 720, k_hi) hold rows at minute 17 < G
-        window = vols[row["symbol"]][k_hi - 720:k_hi]
+        window = vols[row["symbol"]][k_hi - 720 : k_hi]
         want = math.fsum(window)
         worst["liq"] = max(worst["liq"], abs(row["liq_30d"] - want) / want)
         r_hi = (g - T0) // timedelta(minutes=10)  # returns_grid_time in [G - 30d, G - 10m]
-        rw = rets[row["symbol"]][r_hi - 30 * 144:r_hi]
+        rw = rets[row["symbol"]][r_hi - 30 * 144 : r_hi]
         assert row["n_30d"] == len(rw)
         mean = math.fsum(rw) / len(rw)
         worst["drift"] = max(worst["drift"], abs(row["drift_30d"] - mean) / (math.fsum(abs(x) for x in rw) / len(rw)))
@@ -205,24 +210,34 @@ def test_random_windows_ties_zeros_and_non_finite_values_match_the_oracle(data, 
     step = 1 if interval == "1h" else 2
     windows = [w for w in windows if w % step == 0] or [24]
     rwindows = [w for w in rwindows if w % step == 0]
-    events = data.draw(st.lists(st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(0, 4 * 24 * 60 - 1), st.sampled_from(SPECIAL)),
-                                min_size=1, max_size=60))
-    rets = data.draw(st.lists(st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(0, 4 * 144 - 1), st.sampled_from(SPECIAL + [None])),
-                              max_size=80))
+    events = data.draw(
+        st.lists(st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(0, 4 * 24 * 60 - 1), st.sampled_from(SPECIAL)), min_size=1, max_size=60)
+    )
+    rets = data.draw(
+        st.lists(st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(0, 4 * 144 - 1), st.sampled_from(SPECIAL + [None])), max_size=80)
+    )
     rows = [(s, T0 + timedelta(minutes=m, seconds=3), v) for s, m, v in events]
     rows = sorted({(s, t): (s, t, v) for s, t, v in rows}.values())
     grid = grid_frame(rows)
     returns = returns_frame(sorted({(s, k): (s, T0 + timedelta(minutes=10 * k), v) for s, k, v in rets}.values()))
     spec = MetadataSpec(
-        index={timedelta(hours=w): [
-            col("volume_quote").sum().alias(f"liq_{w}"),
-            col("volume_quote").std().alias(f"sd_{w}"),
-            (col("volume_quote") > 1).mean().alias(f"share_{w}"),
-            col("trade_count").sum().alias(f"tc_{w}"),
-        ] for w in windows},
-        returns={timedelta(hours=w): [
-            col("return").mean().alias(f"m_{w}"), col("return").var(ddof=0).alias(f"v_{w}"), col("return").count().alias(f"n_{w}"),
-        ] for w in rwindows},
+        index={
+            timedelta(hours=w): [
+                col("volume_quote").sum().alias(f"liq_{w}"),
+                col("volume_quote").std().alias(f"sd_{w}"),
+                (col("volume_quote") > 1).mean().alias(f"share_{w}"),
+                col("trade_count").sum().alias(f"tc_{w}"),
+            ]
+            for w in windows
+        },
+        returns={
+            timedelta(hours=w): [
+                col("return").mean().alias(f"m_{w}"),
+                col("return").var(ddof=0).alias(f"v_{w}"),
+                col("return").count().alias(f"n_{w}"),
+            ]
+            for w in rwindows
+        },
         quantiles=pl.col("^liq_.*$"),
         interval=interval,
     )

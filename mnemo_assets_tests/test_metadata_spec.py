@@ -141,8 +141,13 @@ def returns_frame(rows: list[tuple[str, datetime, float | None]]) -> pl.DataFram
 def late_only_grid() -> pl.DataFrame:
     """A symbol whose only trades on day 1 fall after the day's last grid time (23:00), and
     that trades again on day 3: metadata of day 1 are empty, day 2 has rows."""
-    return grid_frame([("AAA", T0 + timedelta(hours=23, minutes=30), 5.0), ("BBB", T0 + timedelta(hours=23, minutes=40), 7.0),
-                       ("AAA", T0 + timedelta(days=2, hours=3), 1.0)])
+    return grid_frame(
+        [
+            ("AAA", T0 + timedelta(hours=23, minutes=30), 5.0),
+            ("BBB", T0 + timedelta(hours=23, minutes=40), 7.0),
+            ("AAA", T0 + timedelta(days=2, hours=3), 1.0),
+        ]
+    )
 
 
 def late_only_returns() -> pl.DataFrame:
@@ -169,12 +174,30 @@ def test_every_metadata_frame_has_the_spec_schema_empty_or_not(name):
     g = grid.lazy().filter(pl.col("last_trade_time") < T0 + timedelta(days=1))
     ip = partials(g, iplan, "last_trade_time", spec.interval, last_time=True)
     rp = partials(rets.lazy(), rplan, "returns_grid_time", spec.interval)
-    empty = metadata_from_partials(ip, rp, spec, T0.date(), T0.date() + timedelta(days=1), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA,
-                                   raw_grid=g if iplan.generic else None, raw_returns=rets.lazy() if rplan.generic else None)
+    empty = metadata_from_partials(
+        ip,
+        rp,
+        spec,
+        T0.date(),
+        T0.date() + timedelta(days=1),
+        grid_schema=GRID_SCHEMA,
+        returns_schema=RETURNS_SCHEMA,
+        raw_grid=g if iplan.generic else None,
+        raw_returns=rets.lazy() if rplan.generic else None,
+    )
     assert empty.height == 0 and empty.schema == metadata_schema(spec, empty.schema["symbol"])
     # no partials at all (a day before any data)
-    none = metadata_from_partials(ip.clear(), rp.clear(), spec, T0.date(), T0.date() + timedelta(days=1), grid_schema=GRID_SCHEMA,
-                                  returns_schema=RETURNS_SCHEMA, raw_grid=g.clear(), raw_returns=rets.lazy().clear())
+    none = metadata_from_partials(
+        ip.clear(),
+        rp.clear(),
+        spec,
+        T0.date(),
+        T0.date() + timedelta(days=1),
+        grid_schema=GRID_SCHEMA,
+        returns_schema=RETURNS_SCHEMA,
+        raw_grid=g.clear(),
+        raw_returns=rets.lazy().clear(),
+    )
     assert none.height == 0 and none.schema == metadata_schema(spec, none.schema["symbol"])
 
 
@@ -203,14 +226,28 @@ def test_a_store_built_one_day_at_a_time_reads_back_as_one_dataset(name, tmp_pat
 
 def test_the_schema_follows_polars_dtypes_of_each_metric():
     spec = MetadataSpec(
-        index={"1d": [col("trade_count").sum().alias("tc"), n_rows().alias("n"), (col("volume_quote") > 1).sum().alias("big"),
-                      (col("volume_quote") > 1).mean().alias("share_big"), pl.col("trade_count").max().alias("tc_max")]},
+        index={
+            "1d": [
+                col("trade_count").sum().alias("tc"),
+                n_rows().alias("n"),
+                (col("volume_quote") > 1).sum().alias("big"),
+                (col("volume_quote") > 1).mean().alias("share_big"),
+                pl.col("trade_count").max().alias("tc_max"),
+            ]
+        },
         returns={"1d": [col("return").count().alias("cnt")]},
         quantiles=["tc", "n"],
     )
     schema = metadata_schema(spec)
     assert [schema[c] for c in ("tc", "n", "big", "share_big", "tc_max", "cnt", "tc_q", "n_q")] == [
-        pl.UInt32, pl.UInt32, pl.UInt32, pl.Float64, pl.UInt32, pl.UInt32, pl.Float64, pl.Float64,
+        pl.UInt32,
+        pl.UInt32,
+        pl.UInt32,
+        pl.Float64,
+        pl.UInt32,
+        pl.UInt32,
+        pl.Float64,
+        pl.Float64,
     ]
     got = compute_metadata(late_only_grid(), late_only_returns(), spec, T0.date() + timedelta(days=1), T0.date() + timedelta(days=2))
     assert got.height > 0 and got.schema == metadata_schema(spec, got.schema["symbol"])
@@ -228,7 +265,9 @@ def test_default_spec_is_written_in_the_vocabulary_and_stays_on_the_fast_path():
     grid, rets = late_only_grid(), late_only_returns()
     ip = partials(grid, compile_plan(spec.index), "last_trade_time", spec.interval, last_time=True)
     rp = partials(rets, compile_plan(spec.returns), "returns_grid_time", spec.interval)
-    out = metadata_from_partials(ip, rp, spec, T0.date() + timedelta(days=1), T0.date() + timedelta(days=2), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA)
+    out = metadata_from_partials(
+        ip, rp, spec, T0.date() + timedelta(days=1), T0.date() + timedelta(days=2), grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA
+    )
     assert out.height > 0
 
 
@@ -262,9 +301,14 @@ def test_versions_never_use_polars_serialization(monkeypatch):
 def test_changing_any_part_of_a_spec_changes_its_version():
     base = default_metadata("10m")
     variants = [
-        MetadataSpec(index=base.index, returns=base.returns, quantiles=pl.col("^liquidity.*$"), interval=base.interval, returns_interval=base.returns_interval),
-        MetadataSpec(index=base.index, returns={**base.returns, timedelta(days=7): [col("return").std(ddof=0).alias("daily_vol_7d_lookback")]},
-                     quantiles=base.quantiles),
+        MetadataSpec(
+            index=base.index, returns=base.returns, quantiles=pl.col("^liquidity.*$"), interval=base.interval, returns_interval=base.returns_interval
+        ),
+        MetadataSpec(
+            index=base.index,
+            returns={**base.returns, timedelta(days=7): [col("return").std(ddof=0).alias("daily_vol_7d_lookback")]},
+            quantiles=base.quantiles,
+        ),
         MetadataSpec(index={timedelta(days=2): base.index[timedelta(days=1)]}, returns=base.returns, quantiles=base.quantiles),
         MetadataSpec(index={timedelta(days=1): [(col("volume_quote") * 1.0).sum().alias("liquidity_1d")]}, returns={}, quantiles=None),
         MetadataSpec(index={timedelta(days=1): [col("volume_quote").sum().alias("liquidity_1d")]}, returns={}, quantiles=None),
@@ -297,8 +341,14 @@ def test_plain_polars_forms_of_the_vocabulary_are_recognised_without_serializati
         assert p.meta.eq(o)  # the vocabulary builds exactly the polars expression
         recognised = from_polars(p)
         assert recognised is not None and describe(recognised) == describe(o)
-    for p in (pl.col("high").max(), pl.col("return").abs().max(), pl.col("x").filter(pl.col("x") > 0).sum(), pl.col("x").sum().round(2),
-              pl.col("x").cast(pl.Float64, strict=False).sum(), pl.col("x").quantile(0.9)):
+    for p in (
+        pl.col("high").max(),
+        pl.col("return").abs().max(),
+        pl.col("x").filter(pl.col("x") > 0).sum(),
+        pl.col("x").sum().round(2),
+        pl.col("x").cast(pl.Float64, strict=False).sum(),
+        pl.col("x").quantile(0.9),
+    ):
         assert from_polars(p) is None  # not in the vocabulary: raw rows
     spec_owned = MetadataSpec(index={"1d": owned[:2] + owned[3:5]}, returns={"7d": [owned[2], owned[6]]}, quantiles=["a"])
     spec_plain = MetadataSpec(index={"1d": plain[:2] + plain[3:5]}, returns={"7d": [plain[2], plain[6]]}, quantiles=pl.col("a"))
@@ -307,7 +357,9 @@ def test_plain_polars_forms_of_the_vocabulary_are_recognised_without_serializati
 
 
 def test_vocabulary_expressions_are_polars_expressions_with_the_same_values():
-    frame = pl.DataFrame({"x": [1.0, -2.0, None, 4.0, float("nan")], "y": [0.5, 0.0, 1.0, None, 2.0], "k": pl.Series([1, 2, 3, 4, 5], dtype=pl.UInt32)})
+    frame = pl.DataFrame(
+        {"x": [1.0, -2.0, None, 4.0, float("nan")], "y": [0.5, 0.0, 1.0, None, 2.0], "k": pl.Series([1, 2, 3, 4, 5], dtype=pl.UInt32)}
+    )
     pairs = [
         ((col("x") * col("y") + 1).sum(), (pl.col("x") * pl.col("y") + 1).sum()),
         ((col("x") / col("y")).abs().fill_nan(0.0).mean(), (pl.col("x") / pl.col("y")).abs().fill_nan(0.0).mean()),
@@ -373,7 +425,9 @@ def readme_spec(returns_interval, interval) -> MetadataSpec:
     return MetadataSpec(
         index={timedelta(hours=12): [pl.col("volume_quote").sum().alias("liq_12h"), pl.col("high").max().alias("high_12h")]},
         returns={timedelta(days=2): [pl.col("return").abs().max().alias("max_abs_ret_2d")]},
-        quantiles=pl.col("liq_12h"), interval=interval, returns_interval=returns_interval,
+        quantiles=pl.col("liq_12h"),
+        interval=interval,
+        returns_interval=returns_interval,
     )
 
 
@@ -403,6 +457,10 @@ def test_metadata_violations_live_with_the_pure_functions():
     assert metadata_violations(good, spec) == {"quantiles_in_unit_interval": 0, "sample_sizes_bounded": 0, "unique_symbol_grid_time": 0}
     bad = pl.concat([good, good.head(1)]).with_columns(
         pl.when(pl.int_range(pl.len()) == 1).then(1.5).otherwise(pl.col("liquidity_1d_q")).alias("liquidity_1d_q"),
-        pl.when(pl.int_range(pl.len()) == 2).then(7 * 144 + 1).otherwise(pl.col("vol_ssize_7d_lookback")).cast(pl.UInt32).alias("vol_ssize_7d_lookback"),
+        pl.when(pl.int_range(pl.len()) == 2)
+        .then(7 * 144 + 1)
+        .otherwise(pl.col("vol_ssize_7d_lookback"))
+        .cast(pl.UInt32)
+        .alias("vol_ssize_7d_lookback"),
     )
     assert metadata_violations(bad, spec) == {"quantiles_in_unit_interval": 1, "sample_sizes_bounded": 1, "unique_symbol_grid_time": 1}

@@ -67,7 +67,7 @@ def partitions(root: Path) -> dict[str, Path]:
 def assert_same_store(got_root: Path, want_root: Path, ignore: tuple[str, ...] = ()) -> None:
     """Every partition of the clean store exists in the other one with equal content."""
     want, got = partitions(want_root), partitions(got_root)
-    assert set(want) == set(got), (sorted(set(want) ^ set(got))[:10])
+    assert set(want) == set(got), sorted(set(want) ^ set(got))[:10]
     for name, path in sorted(want.items()):
         if any(part in name for part in ignore):
             continue
@@ -108,7 +108,11 @@ def test_sigkill_at_any_point_leaves_the_store_readable_and_a_rerun_equal_to_a_c
     for _attempt in range(6):
         proc = subprocess.Popen(
             [MNEMO, "materialize", "--start", "2024-12-01", "--end", "2024-12-06", "--quiet"],
-            cwd=base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=base,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         time.sleep(rng.uniform(3.0, 14.0))  # imports take ~3 s; runs write for the rest
         if proc.poll() is None:
@@ -131,8 +135,12 @@ def rewrite_zip(mirror: Path, pair: str, day: date, csv: bytes, compresslevel: i
     zip_path = mirror / archive_key("spot", pair, day)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(zipfile.ZipInfo(zip_path.name.replace(".zip", ".csv"), date_time=(day.year, day.month, day.day, 0, 0, 0)),
-                    csv, compress_type=zipfile.ZIP_DEFLATED, compresslevel=compresslevel)
+        zf.writestr(
+            zipfile.ZipInfo(zip_path.name.replace(".zip", ".csv"), date_time=(day.year, day.month, day.day, 0, 0, 0)),
+            csv,
+            compress_type=zipfile.ZIP_DEFLATED,
+            compresslevel=compresslevel,
+        )
     zip_path.write_bytes(buf.getvalue())
     zip_path.with_name(zip_path.name + ".CHECKSUM").write_text(checksum_line(buf.getvalue(), zip_path.name))
 
@@ -200,8 +208,17 @@ def test_soak_sixty_days_with_injected_faults_end_equal_to_a_clean_run_and_named
     # days are re-ingested (what the recheck sensor asks for) and the ledger records both checksums
     for day, pair in republished:
         rewrite_zip(mirror, pair, day, gen.csv_bytes("spot", pair, day), compresslevel=9)
-        again = mnemo(base, env, "materialize", "--start", str(day), "--end", str(day),
-                      "--select", "key:binance/spot/spot_trades or key:binance/spot/spot_quality")
+        again = mnemo(
+            base,
+            env,
+            "materialize",
+            "--start",
+            str(day),
+            "--end",
+            str(day),
+            "--select",
+            "key:binance/spot/spot_trades or key:binance/spot/spot_quality",
+        )
         assert again.returncode == 0, again.stdout + again.stderr
     assert_same_store(base / "data", clean_base / "data", ignore=("binance/quality/",))
     # the ledger names every recorded fault

@@ -34,7 +34,9 @@ def check(db: pl.DataFrame, queries: pl.DataFrame, duration="10s", tolerance="5s
     want = returns_oracle(
         queries.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(),
         db.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(),
-        "t", timedelta(seconds=int(duration[:-1])), timedelta(seconds=int(tolerance[:-1])),
+        "t",
+        timedelta(seconds=int(duration[:-1])),
+        timedelta(seconds=int(tolerance[:-1])),
     )
     assert got.columns == [*queries.columns, "max_tick_to_query_lag", "return"]
     assert_rows_close(got.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(), want)
@@ -101,10 +103,7 @@ def test_durations_as_string_timedelta_or_literal_and_append_lag():
 @st.composite
 def cases(draw):
     n = draw(st.integers(1, 30))
-    rows = [
-        (draw(st.sampled_from("ABC")), draw(st.integers(0, 60)), draw(st.one_of(st.none(), st.floats(0.5, 200))))
-        for _ in range(n)
-    ]
+    rows = [(draw(st.sampled_from("ABC")), draw(st.integers(0, 60)), draw(st.one_of(st.none(), st.floats(0.5, 200)))) for _ in range(n)]
     m = draw(st.integers(1, 25))
     queries = [(draw(st.sampled_from("ABCD")), draw(st.integers(-5, 70))) for _ in range(m)]
     return backend(rows), q(*queries), draw(st.sampled_from(["1s", "5s", "10s"])), draw(st.sampled_from(["0s", "1s", "5s", "20s"]))
@@ -146,7 +145,9 @@ def test_realdata_queries_match_oracle():
     times = [datetime(2024, 8, 8, 23, 54) + timedelta(seconds=7 * i, microseconds=123 * i) for i in range(0, 150)]
     queries = pl.DataFrame({"symbol": ["BTC", "ETH", "XRP"] * 50, "t": times})
     got = ReturnsEngine(grid).query(queries, pl.col("t"), "30s", "2s").collect()
-    want = returns_oracle(queries.to_dicts(), grid.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(), "t", timedelta(seconds=30), timedelta(seconds=2))
+    want = returns_oracle(
+        queries.to_dicts(), grid.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(), "t", timedelta(seconds=30), timedelta(seconds=2)
+    )
     assert_rows_close(got.with_columns(pl.col("symbol").cast(pl.String)).to_dicts(), want)
     assert got["return"].drop_nulls().len() > 50
 

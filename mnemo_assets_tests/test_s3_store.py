@@ -101,7 +101,11 @@ def stores(tmp_path_factory, moto_server) -> Stores:
         env = {**os.environ, "MNEMO_CONFIG": str(base / "s3.yaml"), "PYTHONUNBUFFERED": "1"}
         cli = subprocess.run(
             [str(MNEMO), "backfill", "--start", DAYS[0].isoformat(), "--end", DAYS[-1].isoformat(), "--quiet"],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         cli_requests = dict(moto_server.counts(mark, BUCKET))
 
@@ -173,9 +177,9 @@ def test_every_reader_reads_back_what_the_local_root_holds(stores):
     times = pl.datetime_range(pl.datetime(2024, 12, 2), pl.datetime(2024, 12, 3), "37m", eager=True, time_unit="us")
     queries = pl.DataFrame({"symbol": symbols}).join(pl.DataFrame({"t": times}), how="cross")
     ours = ReturnsEngine(grid_s3.lazyframe()).query(queries, pl.col("t"), "10m", "1m").collect()
-    theirs = ReturnsEngine(BinanceLastTradesGrid("USDT", "5s", root=stores.local.data_root).lazyframe()).query(
-        queries, pl.col("t"), "10m", "1m"
-    ).collect()
+    theirs = (
+        ReturnsEngine(BinanceLastTradesGrid("USDT", "5s", root=stores.local.data_root).lazyframe()).query(queries, pl.col("t"), "10m", "1m").collect()
+    )
     assert ours.equals(theirs) and ours["return"].null_count() < ours.height
     engine = MetadataEngine(backend_dataset=grid_s3, settings=stores.s3)
     assert engine.partitions == DAYS[:4]
@@ -329,8 +333,18 @@ def test_a_planted_skip_fails_loudly_naming_the_asset_day(stores, monkeypatch, c
     monkeypatch.setenv("MNEMO_CONFIG", str(stores.base / "s3.yaml"))
     monkeypatch.setenv("DAGSTER_HOME", str(stores.base / "home_skip"))
     try:
-        code = cli.main(["materialize", "--select", "key:binance/spot/usdt/spot_usdt_ret_10m", "--start", DAYS[3].isoformat(),
-                         "--end", DAYS[3].isoformat(), "--quiet"])
+        code = cli.main(
+            [
+                "materialize",
+                "--select",
+                "key:binance/spot/usdt/spot_usdt_ret_10m",
+                "--start",
+                DAYS[3].isoformat(),
+                "--end",
+                DAYS[3].isoformat(),
+                "--quiet",
+            ]
+        )
         out = capsys.readouterr()
         assert code == 1, out.out + out.err
         assert "FAILED: binance/spot/usdt/spot_usdt_ret_10m 2024-12-04" in out.out, out.out

@@ -6,6 +6,15 @@ from mnemo_assets.binance.parse import read_trades_file, split_pair
 from mnemo_assets.markets import DatasetType
 
 __all__ = [
-    "KLINES_SCHEMA", "BinanceLastTradesGrid", "BinanceQuality", "BinanceTrades", "DatasetType", "ParquetDataset", "minute_bars",
-    "read_klines_file", "read_trades_file", "reconcile", "split_pair",
+    "KLINES_SCHEMA",
+    "BinanceLastTradesGrid",
+    "BinanceQuality",
+    "BinanceTrades",
+    "DatasetType",
+    "ParquetDataset",
+    "minute_bars",
+    "read_klines_file",
+    "read_trades_file",
+    "reconcile",
+    "split_pair",
 ]

@@ -29,6 +29,7 @@ from mnemo_assets.binance.formats import KLINES, TRADES
 if TYPE_CHECKING:
     from mnemo_assets.config import Settings, SourceSettings
 
+
 class ArchiveError(Exception):
     """Bad or unavailable archive input. The message names the file."""
 
@@ -76,9 +77,7 @@ def parse_trades_file_name(name: str) -> tuple[str, date]:
     except ValueError:
         dataset = ""
     if dataset != TRADES:
-        raise ValueError(
-            f"{name!r} is not an archive trades file name ({{PAIR}}-trades-{{YYYY-MM-DD}}.zip or .csv)"
-        )
+        raise ValueError(f"{name!r} is not an archive trades file name ({{PAIR}}-trades-{{YYYY-MM-DD}}.zip or .csv)")
     return pair, day
 
 
@@ -103,9 +102,7 @@ def parse_checksum(text: str | bytes, where: str) -> str:
         try:
             text = text.decode("ascii")
         except UnicodeDecodeError:
-            raise ArchiveError(
-                f"{where}: malformed CHECKSUM file: {len(text)} bytes that are not ASCII text {expected}"
-            ) from None
+            raise ArchiveError(f"{where}: malformed CHECKSUM file: {len(text)} bytes that are not ASCII text {expected}") from None
     parts = text.strip().split()
     if not parts or len(parts[0]) != 64 or any(c not in "0123456789abcdefABCDEF" for c in parts[0]):
         raise ArchiveError(f"{where}: malformed CHECKSUM file {expected}, got {text[:100]!r}")
@@ -154,9 +151,7 @@ def verify_zip(zip_path: Path, checksum_path: Path) -> str:
     expected = parse_checksum(checksum_path.read_bytes(), str(checksum_path))
     actual = sha256_file(zip_path)
     if actual != expected:
-        raise ChecksumMismatchError(
-            f"{zip_path}: sha256 {actual} does not match {checksum_path.name} ({expected})"
-        )
+        raise ChecksumMismatchError(f"{zip_path}: sha256 {actual} does not match {checksum_path.name} ({expected})")
     return actual
 
 
@@ -213,7 +208,11 @@ class ArchiveSource(ABC):
         """
 
     def fetch_datasets(
-        self, market: str, pair: str, day: date, datasets: tuple[str, ...] = (TRADES, KLINES),
+        self,
+        market: str,
+        pair: str,
+        day: date,
+        datasets: tuple[str, ...] = (TRADES, KLINES),
     ) -> dict[str, ArchiveFile | ArchiveError]:
         """:meth:`fetch` of several datasets of one pair-day: ``{dataset: file or the
         ArchiveError its fetch raised}`` (one dataset failing never hides the other). Sources

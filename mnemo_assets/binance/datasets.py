@@ -263,11 +263,17 @@ def last_rows_before_day(dataset: ParquetDataset, before: date, symbols: Iterabl
     frames = []
     for day, syms in wanted.items():
         # this day's own Enum (not the dataset's, which would verify every stored day)
-        frame = scan_days(dataset.root, dataset.dataset, [day], listing=listing).filter(
-            pl.col("symbol").cast(pl.String).is_in(sorted(syms))
-        ).with_row_index("__row")
+        frame = (
+            scan_days(dataset.root, dataset.dataset, [day], listing=listing)
+            .filter(pl.col("symbol").cast(pl.String).is_in(sorted(syms)))
+            .with_row_index("__row")
+        )
         frames.append(
-            frame.sort(time_col, "__row").group_by("symbol", maintain_order=True).last().drop("__row")
-            .with_columns(pl.col("symbol").cast(pl.String)).collect()
+            frame.sort(time_col, "__row")
+            .group_by("symbol", maintain_order=True)
+            .last()
+            .drop("__row")
+            .with_columns(pl.col("symbol").cast(pl.String))
+            .collect()
         )
     return pl.concat(frames)

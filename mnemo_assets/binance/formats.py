@@ -76,8 +76,18 @@ TRADES_HEADER: dict[str, str | None] = {
 # ------------------------------------------------------------------ klines
 
 KLINES_COLUMNS: list[str] = [
-    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
-    "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 ]
 KLINES_HEADER = ",".join(KLINES_COLUMNS)
 #: the header line of a klines file (``None``: the market's files have none)
@@ -92,17 +102,39 @@ KLINES_VOLUME_UNITS: dict[str, tuple[str, str]] = {
 #: header spellings seen in the archive (and its documentation), normalised to the names above
 HEADER_ALIASES: dict[str, str] = {
     # trades
-    "id": "id", "trade_id": "id", "price": "price", "qty": "qty", "quoteqty": "quote_qty",
-    "quote_qty": "quote_qty", "base_qty": "base_qty", "baseqty": "base_qty", "time": "time",
-    "isbuyermaker": "is_buyer_maker", "is_buyer_maker": "is_buyer_maker",
-    "isbestmatch": "is_best_match", "is_best_match": "is_best_match",
+    "id": "id",
+    "trade_id": "id",
+    "price": "price",
+    "qty": "qty",
+    "quoteqty": "quote_qty",
+    "quote_qty": "quote_qty",
+    "base_qty": "base_qty",
+    "baseqty": "base_qty",
+    "time": "time",
+    "isbuyermaker": "is_buyer_maker",
+    "is_buyer_maker": "is_buyer_maker",
+    "isbestmatch": "is_best_match",
+    "is_best_match": "is_best_match",
     # klines
-    "open_time": "open_time", "opentime": "open_time", "open": "open", "high": "high", "low": "low",
-    "close": "close", "volume": "volume", "close_time": "close_time", "closetime": "close_time",
-    "quote_volume": "quote_volume", "quote_asset_volume": "quote_volume", "quotevolume": "quote_volume",
-    "count": "count", "number_of_trades": "count", "trades": "count",
-    "taker_buy_volume": "taker_buy_volume", "taker_buy_base_asset_volume": "taker_buy_volume",
-    "taker_buy_quote_volume": "taker_buy_quote_volume", "taker_buy_quote_asset_volume": "taker_buy_quote_volume",
+    "open_time": "open_time",
+    "opentime": "open_time",
+    "open": "open",
+    "high": "high",
+    "low": "low",
+    "close": "close",
+    "volume": "volume",
+    "close_time": "close_time",
+    "closetime": "close_time",
+    "quote_volume": "quote_volume",
+    "quote_asset_volume": "quote_volume",
+    "quotevolume": "quote_volume",
+    "count": "count",
+    "number_of_trades": "count",
+    "trades": "count",
+    "taker_buy_volume": "taker_buy_volume",
+    "taker_buy_base_asset_volume": "taker_buy_volume",
+    "taker_buy_quote_volume": "taker_buy_quote_volume",
+    "taker_buy_quote_asset_volume": "taker_buy_quote_volume",
     "ignore": "ignore",
 }
 
@@ -181,9 +213,7 @@ def file_name(pair: str, day: date, dataset: str = TRADES, ext: str = "zip") -> 
     return f"{pair}-{tag}-{day.isoformat()}.{ext}"
 
 
-_NAME_RE = re.compile(
-    r"^(?P<pair>[A-Z0-9_]+)-(?P<tag>trades|1m)-(?P<day>\d{4}-\d{2}-\d{2})\.(?:zip|csv)(?:\.CHECKSUM)?$"
-)
+_NAME_RE = re.compile(r"^(?P<pair>[A-Z0-9_]+)-(?P<tag>trades|1m)-(?P<day>\d{4}-\d{2}-\d{2})\.(?:zip|csv)(?:\.CHECKSUM)?$")
 
 
 def parse_file_name(name: str) -> tuple[str, str, date]:
@@ -192,9 +222,7 @@ def parse_file_name(name: str) -> tuple[str, str, date]:
     base = Path(name).name.replace(".partial.", ".")
     match = _NAME_RE.match(base)
     if not match:
-        raise ValueError(
-            f"{name!r} is not an archive file name ({{PAIR}}-trades-{{YYYY-MM-DD}}.zip or {{PAIR}}-1m-{{YYYY-MM-DD}}.zip)"
-        )
+        raise ValueError(f"{name!r} is not an archive file name ({{PAIR}}-trades-{{YYYY-MM-DD}}.zip or {{PAIR}}-1m-{{YYYY-MM-DD}}.zip)")
     try:
         day = date.fromisoformat(match.group("day"))
     except ValueError as exc:

@@ -270,10 +270,16 @@ class HttpArchive(ArchiveSource):
     def from_settings(cls, mirror_dir: str | Path, settings: HttpSettings) -> HttpArchive:
         """The archive a ``source.http`` section describes, cached in ``mirror_dir``."""
         return cls(
-            mirror_dir, base_url=settings.base_url, listing_url=settings.listing_url, retries=settings.retries,
-            backoff=settings.backoff_seconds, max_backoff=settings.max_backoff_seconds,
-            timeout=settings.timeout_seconds, deadline=settings.deadline_seconds,
-            listing_ttl=settings.listing_ttl_seconds, revalidate_after=settings.revalidate_seconds,
+            mirror_dir,
+            base_url=settings.base_url,
+            listing_url=settings.listing_url,
+            retries=settings.retries,
+            backoff=settings.backoff_seconds,
+            max_backoff=settings.max_backoff_seconds,
+            timeout=settings.timeout_seconds,
+            deadline=settings.deadline_seconds,
+            listing_ttl=settings.listing_ttl_seconds,
+            revalidate_after=settings.revalidate_seconds,
         )
 
     def describe(self) -> str:
@@ -305,7 +311,7 @@ class HttpArchive(ArchiveSource):
         _, prefixes = self._listing(prefix)
         pairs = set()
         for p in prefixes:
-            name = p[len(prefix):].rstrip("/") if p.startswith(prefix) else ""
+            name = p[len(prefix) :].rstrip("/") if p.startswith(prefix) else ""
             if formats.PAIR_RE.fullmatch(name):
                 pairs.add(name)
             elif name:
@@ -318,7 +324,7 @@ class HttpArchive(ArchiveSource):
         keys, _ = self._listing(prefix)
         days = set()
         for key in keys:
-            name = key[len(prefix):] if key.startswith(prefix) else ""
+            name = key[len(prefix) :] if key.startswith(prefix) else ""
             if not name.endswith(".zip") or "/" in name:
                 continue
             try:
@@ -377,8 +383,7 @@ class HttpArchive(ArchiveSource):
 
     def _write_cached_listing(self, prefix: str, entry: tuple[float, list[str], list[str]]) -> None:
         path = self._cache_path(prefix)
-        data = {"listing_url": self.listing_url, "prefix": prefix, "fetched_at": entry[0], "keys": entry[1],
-                "prefixes": entry[2]}
+        data = {"listing_url": self.listing_url, "prefix": prefix, "fetched_at": entry[0], "keys": entry[1], "prefixes": entry[2]}
         try:
             write_atomic(path, json.dumps(data).encode())
         except OSError as exc:
@@ -395,9 +400,7 @@ class HttpArchive(ArchiveSource):
                 query["marker"] = marker
             sep = "&" if "?" in self.listing_url else "?"
             url = f"{self.listing_url}{sep}{urllib.parse.urlencode(query)}"
-            page_keys, page_prefixes, truncated, next_marker = self._attempts(
-                url, lambda deadline_at, url=url: self._list_page(url, deadline_at)
-            )
+            page_keys, page_prefixes, truncated, next_marker = self._attempts(url, lambda deadline_at, url=url: self._list_page(url, deadline_at))
             keys.extend(page_keys)
             prefixes.extend(page_prefixes)
             if not truncated:
@@ -465,9 +468,7 @@ class HttpArchive(ArchiveSource):
             return self._file(market, pair, day, dataset, path, url, got)
 
         meta = self._read_meta(meta_path)
-        cached = _Download(
-            cached_sha, "", meta.get("etag"), meta.get("last_modified"), int(meta.get("size") or path.stat().st_size)
-        )
+        cached = _Download(cached_sha, "", meta.get("etag"), meta.get("last_modified"), int(meta.get("size") or path.stat().st_size))
         fresh = meta.get("sha256") == cached_sha and 0 <= time.time() - float(meta.get("checked_at", 0)) < self.revalidate_after
         if fresh and not force:
             return self._file(market, pair, day, dataset, path, url, cached)
@@ -493,8 +494,17 @@ class HttpArchive(ArchiveSource):
     @staticmethod
     def _file(market, pair, day, dataset, path, url, got: _Download, previous: str | None = None) -> ArchiveFile:
         return ArchiveFile(
-            market, pair, day, path, got.sha256, dataset=dataset, previous_sha256=previous, etag=got.etag,
-            last_modified=got.last_modified, url=url, size=got.size,
+            market,
+            pair,
+            day,
+            path,
+            got.sha256,
+            dataset=dataset,
+            previous_sha256=previous,
+            etag=got.etag,
+            last_modified=got.last_modified,
+            url=url,
+            size=got.size,
         )
 
     def _read_meta(self, path: Path) -> dict:
@@ -508,8 +518,15 @@ class HttpArchive(ArchiveSource):
             return {}
 
     def _write_meta(self, path: Path, url: str, got: _Download, previous: str | None) -> None:
-        data = {"url": url, "sha256": got.sha256, "etag": got.etag, "last_modified": got.last_modified,
-                "size": got.size, "checked_at": time.time(), "previous_sha256": previous}
+        data = {
+            "url": url,
+            "sha256": got.sha256,
+            "etag": got.etag,
+            "last_modified": got.last_modified,
+            "size": got.size,
+            "checked_at": time.time(),
+            "previous_sha256": previous,
+        }
         try:
             write_atomic(path, json.dumps(data).encode())
         except OSError as exc:
@@ -673,20 +690,22 @@ class HttpArchive(ArchiveSource):
                 self._managers[proxy] = _manager(proxy)
             return self._managers[proxy]
 
-    def _open(
-        self, url: str, budget: float, watchdog: _Watchdog, headers: dict | None = None, allow_304: bool = False
-    ) -> urllib3.BaseHTTPResponse:
+    def _open(self, url: str, budget: float, watchdog: _Watchdog, headers: dict | None = None, allow_304: bool = False) -> urllib3.BaseHTTPResponse:
         """Open ``url`` (following same-host redirects); map errors to archive errors or :class:`_Retryable`."""
         request_headers = {"User-Agent": self.user_agent, "Accept-Encoding": "identity", **(headers or {})}
         for _hop in range(5):
             if _origin(url) not in self._origins:
                 raise ArchiveError(
-                    f"refusing to fetch {url}: only {self.base_url} and {self.listing_url} are fetched "
-                    "(source.http.base_url / listing_url)"
+                    f"refusing to fetch {url}: only {self.base_url} and {self.listing_url} are fetched (source.http.base_url / listing_url)"
                 )
             try:
                 resp = self._pool(url).request(
-                    "GET", url, headers=request_headers, preload_content=False, redirect=False, retries=False,
+                    "GET",
+                    url,
+                    headers=request_headers,
+                    preload_content=False,
+                    redirect=False,
+                    retries=False,
                     timeout=urllib3.Timeout(connect=budget, read=budget),
                 )
             except urllib3.exceptions.ConnectTimeoutError as exc:  # includes refused and DNS failures
@@ -700,10 +719,7 @@ class HttpArchive(ArchiveSource):
                 resp.release_conn()
                 target = urllib.parse.urljoin(url, location)
                 if _origin(target) not in self._origins:
-                    raise ArchiveError(
-                        f"{url}: HTTP {status} redirect to {target} refused: only {self.base_url} and "
-                        f"{self.listing_url} are fetched"
-                    )
+                    raise ArchiveError(f"{url}: HTTP {status} redirect to {target} refused: only {self.base_url} and {self.listing_url} are fetched")
                 url = target
                 continue
             if status == 200 or (status == 304 and allow_304):

@@ -63,9 +63,22 @@ from mnemo_assets.binance.archive import ArchiveError
 from mnemo_assets.markets import DatasetType
 
 __all__ = [
-    "DIFFERENCES", "KLINES_SCHEMA", "KlinesParseError", "compare_minute_arrays", "compare_minutes", "concat_minutes",
-    "kline_minute_arrays", "kline_minutes", "minute_bars", "parse_klines_batch", "parse_klines_csv", "read_klines_file",
-    "reconcile", "render_klines_csv", "trade_minute_arrays", "trade_minutes",
+    "DIFFERENCES",
+    "KLINES_SCHEMA",
+    "KlinesParseError",
+    "compare_minute_arrays",
+    "compare_minutes",
+    "concat_minutes",
+    "kline_minute_arrays",
+    "kline_minutes",
+    "minute_bars",
+    "parse_klines_batch",
+    "parse_klines_csv",
+    "read_klines_file",
+    "reconcile",
+    "render_klines_csv",
+    "trade_minute_arrays",
+    "trade_minutes",
 ]
 
 KLINES_SCHEMA = pl.Schema(
@@ -90,9 +103,18 @@ _CLOSE_OFFSET_US = {"ms": 59_999_000, "us": 59_999_999}
 _SUMS = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
 _DEC = pl.Decimal(38, 12)
 _RAW_DTYPES = {
-    "open_time": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
-    "volume": pl.Float64, "close_time": pl.Int64, "quote_volume": pl.Float64, "count": pl.Int64,
-    "taker_buy_volume": pl.Float64, "taker_buy_quote_volume": pl.Float64, "ignore": pl.String,
+    "open_time": pl.Int64,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "volume": pl.Float64,
+    "close_time": pl.Int64,
+    "quote_volume": pl.Float64,
+    "count": pl.Int64,
+    "taker_buy_volume": pl.Float64,
+    "taker_buy_quote_volume": pl.Float64,
+    "ignore": pl.String,
 }
 
 
@@ -135,9 +157,7 @@ def _split_header(data: bytes, where: str) -> tuple[bool, bytes]:
     if has_header:
         names = [formats.HEADER_ALIASES.get(n.strip().lower()) for n in first.split(",")]
         if names != formats.KLINES_COLUMNS:
-            raise KlinesParseError(
-                f"{where}: line 1 is neither a kline nor the klines header {formats.KLINES_HEADER!r}: {first[:200]!r}"
-            )
+            raise KlinesParseError(f"{where}: line 1 is neither a kline nor the klines header {formats.KLINES_HEADER!r}: {first[:200]!r}")
     return has_header, rest if has_header else data
 
 
@@ -152,9 +172,15 @@ def _normalise(raw: pl.DataFrame, market: str, size: float | pl.Expr | None, fac
     return raw.select(
         *(["key"] if "key" in raw.columns else []),
         pl.from_epoch(pl.col("open_time") * factor, time_unit="us").alias("open_time"),
-        "open", "high", "low", "close",
-        volume.alias("volume"), quote.alias("quote_volume"), pl.col("count"),
-        taker.alias("taker_buy_volume"), taker_quote.alias("taker_buy_quote_volume"),
+        "open",
+        "high",
+        "low",
+        "close",
+        volume.alias("volume"),
+        quote.alias("quote_volume"),
+        pl.col("count"),
+        taker.alias("taker_buy_volume"),
+        taker_quote.alias("taker_buy_quote_volume"),
         pl.from_epoch(pl.col("close_time") * factor, time_unit="us").alias("close_time"),
     )
 
@@ -176,8 +202,12 @@ def parse_klines_csv(data: bytes, market: str, where: str, pair: str | None = No
     has_header, _ = _split_header(data, where)
     try:
         raw = pl.read_csv(
-            io.BytesIO(data), has_header=has_header, new_columns=None, schema=_RAW_DTYPES,
-            truncate_ragged_lines=False, raise_if_empty=False,
+            io.BytesIO(data),
+            has_header=has_header,
+            new_columns=None,
+            schema=_RAW_DTYPES,
+            truncate_ragged_lines=False,
+            raise_if_empty=False,
         )
     except Exception as exc:
         raise KlinesParseError(_bad_line(data, has_header, where) + f" ({type(exc).__name__})") from exc
@@ -214,8 +244,11 @@ def parse_klines_batch(files: list[tuple[bytes, str, str]], market: str) -> tupl
             counts.append(body.count(b"\n"))
             sizes.append(_contract_size(pair, where) if market == "cm" else 1.0)
         joined = b"".join(bodies)
-        raw = pl.read_csv(io.BytesIO(joined), has_header=False, new_columns=None, schema=_RAW_DTYPES,
-                          truncate_ragged_lines=False, raise_if_empty=False) if joined.strip() else None
+        raw = (
+            pl.read_csv(io.BytesIO(joined), has_header=False, new_columns=None, schema=_RAW_DTYPES, truncate_ragged_lines=False, raise_if_empty=False)
+            if joined.strip()
+            else None
+        )
         total = sum(counts)
         if raw is None:
             if total:
@@ -232,7 +265,8 @@ def parse_klines_batch(files: list[tuple[bytes, str, str]], market: str) -> tupl
         if ((n_micros != 0) & (n_micros != np.asarray(counts))).any():
             raise KlinesParseError("a file mixes time units")
         raw = raw.with_columns(
-            key=pl.Series(keys.astype(np.uint32)), size=pl.Series(np.repeat(np.asarray(sizes), counts)),
+            key=pl.Series(keys.astype(np.uint32)),
+            size=pl.Series(np.repeat(np.asarray(sizes), counts)),
             factor=pl.Series(np.where(micros, 1, 1000)),
         )
         return _normalise(raw, market, pl.col("size"), pl.col("factor")).select(list(schema)), {}
@@ -326,23 +360,18 @@ def _exact_bars(
 
     taker_buy = ~pl.col("is_buyer_maker")
     order = ["time", "trade_id"]
-    bars = (
-        frame.group_by(pl.col("time").dt.truncate("1m").alias("open_time"))
-        .agg(
-            pl.col("price").sort_by(order).first().alias("open"),
-            pl.col("price").max().alias("high"),
-            pl.col("price").min().alias("low"),
-            pl.col("price").sort_by(order).last().alias("close"),
-            _exact("qty").sum().alias("volume"),
-            _exact("quote_qty").sum().alias("quote_volume"),
-            pl.len().cast(pl.Int64).alias("count"),
-            _exact("qty").filter(taker_buy).sum().alias("taker_buy_volume"),
-            _exact("quote_qty").filter(taker_buy).sum().alias("taker_buy_quote_volume"),
-        )
+    bars = frame.group_by(pl.col("time").dt.truncate("1m").alias("open_time")).agg(
+        pl.col("price").sort_by(order).first().alias("open"),
+        pl.col("price").max().alias("high"),
+        pl.col("price").min().alias("low"),
+        pl.col("price").sort_by(order).last().alias("close"),
+        _exact("qty").sum().alias("volume"),
+        _exact("quote_qty").sum().alias("quote_volume"),
+        pl.len().cast(pl.Int64).alias("count"),
+        _exact("qty").filter(taker_buy).sum().alias("taker_buy_volume"),
+        _exact("quote_qty").filter(taker_buy).sum().alias("taker_buy_quote_volume"),
     )
-    minutes = pl.DataFrame(
-        {"open_time": pl.datetime_range(start, end - timedelta(minutes=1), "1m", time_unit="us", eager=True)}
-    )
+    minutes = pl.DataFrame({"open_time": pl.datetime_range(start, end - timedelta(minutes=1), "1m", time_unit="us", eager=True)})
     last_price = pl.col("close").forward_fill()
     if previous_close is not None:
         last_price = last_price.fill_null(float(previous_close))
@@ -437,16 +466,24 @@ def render_klines_csv(
         num = {c: _shortest(pl.col(c)) for c in ("open", "high", "low", "close")}
         # file: volume = contracts, quote_volume = base; normalised: volume = base, quote = USD
         num |= {
-            "volume": contracts("quote_volume"), "quote_volume": _fixed8(pl.col("volume")),
+            "volume": contracts("quote_volume"),
+            "quote_volume": _fixed8(pl.col("volume")),
             "taker_buy_volume": contracts("taker_buy_quote_volume"),
             "taker_buy_quote_volume": _fixed8(pl.col("taker_buy_volume")),
         }
     out = bars.select(
-        times[0], num["open"].alias("open"), num["high"].alias("high"), num["low"].alias("low"),
-        num["close"].alias("close"), num["volume"].alias("volume"), times[1],
-        num["quote_volume"].alias("quote_volume"), pl.col("count").cast(pl.String),
+        times[0],
+        num["open"].alias("open"),
+        num["high"].alias("high"),
+        num["low"].alias("low"),
+        num["close"].alias("close"),
+        num["volume"].alias("volume"),
+        times[1],
+        num["quote_volume"].alias("quote_volume"),
+        pl.col("count").cast(pl.String),
         num["taker_buy_volume"].alias("taker_buy_volume"),
-        num["taker_buy_quote_volume"].alias("taker_buy_quote_volume"), pl.lit("0").alias("ignore"),
+        num["taker_buy_quote_volume"].alias("taker_buy_quote_volume"),
+        pl.lit("0").alias("ignore"),
     )
     buf = io.BytesIO()
     header = formats.KLINES_HEADER_BY_MARKET[market]
@@ -467,8 +504,17 @@ DIFFERENCE_FIELDS: tuple[str, ...] = (*COMPARED_FIELDS, "only_in_klines", "only_
 DIFFERENCES = pl.Struct({f: pl.Int64 for f in DIFFERENCE_FIELDS})
 #: what a pair-day that does not reconcile is diagnosed with, in this order (see :func:`reconcile`)
 PROBLEMS: tuple[str, ...] = (
-    "wrong_day", "klines_empty", "klines_duplicate_minutes", "trades_end_early", "trades_start_late", "minutes_missing", "minutes_extra",
-    "counts", "prices", "volumes", "taker_side",
+    "wrong_day",
+    "klines_empty",
+    "klines_duplicate_minutes",
+    "trades_end_early",
+    "trades_start_late",
+    "minutes_missing",
+    "minutes_extra",
+    "counts",
+    "prices",
+    "volumes",
+    "taker_side",
 )
 #: volumes agree to the archive's printed precision: 8 decimals
 VOLUME_DECIMALS = 8
@@ -571,8 +617,10 @@ def trade_minute_arrays(trades: pl.DataFrame | pl.LazyFrame, checked: bool = Fal
     maker = frame["is_buyer_maker"].to_numpy()
     cols = {
         "open_time": minute[starts] * _MINUTE_US,
-        "open": price[starts], "high": np.maximum.reduceat(price, starts),
-        "low": np.minimum.reduceat(price, starts), "close": price[np.r_[starts[1:], n] - 1],
+        "open": price[starts],
+        "high": np.maximum.reduceat(price, starts),
+        "low": np.minimum.reduceat(price, starts),
+        "close": price[np.r_[starts[1:], n] - 1],
         "count": np.diff(np.r_[starts, n]).astype(np.int64),
     }
     for name, taker, src in (("volume", "taker_buy_volume", "qty"), ("quote_volume", "taker_buy_quote_volume", "quote_qty")):
@@ -595,7 +643,8 @@ def _facts_frame(cols: dict[str, np.ndarray]) -> pl.DataFrame:
     out = pl.DataFrame({c: cols[c] for c in names}, schema_overrides={"key": pl.UInt32} if "key" in cols else None)
     return out.with_columns(
         pl.col("open_time").cast(pl.Int64).cast(pl.Datetime("us")),
-        pl.col("count").cast(pl.Int64), *[pl.col(c).cast(pl.Float64) for c in PRICE_FIELDS],
+        pl.col("count").cast(pl.Int64),
+        *[pl.col(c).cast(pl.Float64) for c in PRICE_FIELDS],
         *[pl.col(f"{c}_{p}").cast(pl.Int64) for c in VOLUME_FIELDS for p in ("w", "f")],
     )
 
@@ -620,8 +669,11 @@ def kline_minutes(klines: pl.DataFrame) -> pl.DataFrame:
 
 def concat_minutes(arrays: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Many pairs' :func:`trade_minute_arrays` as one set of arrays, ``key`` = the index in ``arrays``."""
-    out = {c: np.concatenate([a[c] for a in arrays]) for c in _FACT_COLS} if arrays else \
-        {c: np.zeros(0, np.float64 if c in PRICE_FIELDS else np.int64) for c in _FACT_COLS}
+    out = (
+        {c: np.concatenate([a[c] for a in arrays]) for c in _FACT_COLS}
+        if arrays
+        else {c: np.zeros(0, np.float64 if c in PRICE_FIELDS else np.int64) for c in _FACT_COLS}
+    )
     out["key"] = np.repeat(np.arange(len(arrays), dtype=np.int64), [len(a["open_time"]) for a in arrays])
     return out
 
@@ -802,8 +854,13 @@ def compare_minute_arrays(
     for key in present.tolist():
         r = {name: int(v[key]) for name, v in sums.items()}
         r.update(
-            compared=int(compared[key]), k_rows=int(k_rows[key]), k_total=int(k_total[key]), o_total=int(o_total[key]),
-            out_of_day=int(ood[key]), k_after=int(k_after[key]), k_before=int(k_before[key]),
+            compared=int(compared[key]),
+            k_rows=int(k_rows[key]),
+            k_total=int(k_total[key]),
+            o_total=int(o_total[key]),
+            out_of_day=int(ood[key]),
+            k_after=int(k_after[key]),
+            k_before=int(k_before[key]),
             duplicates=int(duplicates[key]),
             first_difference=_us(first[key]) if first[key] != none else None,
             o_first=_us(o_first[key]) if o_last[key] >= 0 else None,
@@ -831,8 +888,10 @@ def _facts(r: dict) -> dict:
         problems.append("klines_duplicate_minutes")
     if _n(r["k_in_day"]):  # a file wholly of another day says nothing more
         flags = {
-            "trades_end_early": _n(r["k_after"]), "trades_start_late": _n(r["k_before"]),
-            "minutes_missing": _n(r["p_minutes_missing"]), "minutes_extra": differences["only_in_trades"],
+            "trades_end_early": _n(r["k_after"]),
+            "trades_start_late": _n(r["k_before"]),
+            "minutes_missing": _n(r["p_minutes_missing"]),
+            "minutes_extra": differences["only_in_trades"],
             **{name: _n(r[f"p_{name}"]) for name in ("counts", "prices", "volumes", "taker_side")},
         }
         problems += [name for name, n in flags.items() if n]

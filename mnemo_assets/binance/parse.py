@@ -62,9 +62,44 @@ TRADES_SCHEMA = pl.Schema(
 
 #: quote assets tried (longest suffix first) when no pegs are given
 KNOWN_QUOTES: tuple[str, ...] = (
-    "USDT", "USDC", "FDUSD", "TUSD", "BUSD", "USDP", "DAI", "USD", "BTC", "ETH", "BNB", "EUR",
-    "TRY", "BRL", "GBP", "AUD", "JPY", "RUB", "UAH", "ZAR", "IDRT", "BIDR", "NGN", "PLN", "RON",
-    "ARS", "MXN", "COP", "CZK", "XRP", "DOGE", "TRX", "DOT", "SOL", "PAX", "VAI", "AEUR", "EURI",
+    "USDT",
+    "USDC",
+    "FDUSD",
+    "TUSD",
+    "BUSD",
+    "USDP",
+    "DAI",
+    "USD",
+    "BTC",
+    "ETH",
+    "BNB",
+    "EUR",
+    "TRY",
+    "BRL",
+    "GBP",
+    "AUD",
+    "JPY",
+    "RUB",
+    "UAH",
+    "ZAR",
+    "IDRT",
+    "BIDR",
+    "NGN",
+    "PLN",
+    "RON",
+    "ARS",
+    "MXN",
+    "COP",
+    "CZK",
+    "XRP",
+    "DOGE",
+    "TRX",
+    "DOT",
+    "SOL",
+    "PAX",
+    "VAI",
+    "AEUR",
+    "EURI",
 )
 
 # raw CSV columns per market; the fourth column differs (quote_qty vs base_qty)
@@ -76,8 +111,14 @@ _COLUMNS = {
 # header spellings seen in the archive and Binance's APIs, keyed by the name lowercased with
 # everything but letters removed (``quote_qty``, ``quoteQty`` and ``QUOTE_QTY`` → ``quoteqty``)
 _HEADER_ALIASES = {
-    "id": "id", "tradeid": "id", "price": "price", "qty": "qty", "quoteqty": "quote_qty",
-    "baseqty": "base_qty", "time": "time", "isbuyermaker": "is_buyer_maker",
+    "id": "id",
+    "tradeid": "id",
+    "price": "price",
+    "qty": "qty",
+    "quoteqty": "quote_qty",
+    "baseqty": "base_qty",
+    "time": "time",
+    "isbuyermaker": "is_buyer_maker",
     "isbestmatch": "is_best_match",
 }
 _DELIVERY = re.compile(r"^(?P<root>[A-Z0-9]+)_(?P<expiry>\d{6})$")
@@ -264,13 +305,10 @@ def _header(line: str, market: str, where: str) -> list[str] | None:
     names = [_HEADER_ALIASES.get(re.sub(r"[^a-z]", "", f.lower())) for f in fields]
     if any(n is None for n in names):
         raise TradesParseError(
-            f"{where}: line 1 is neither a trade nor a known header: {line[:200]!r} "
-            f"(expected the {market} layout {','.join(expected)})"
+            f"{where}: line 1 is neither a trade nor a known header: {line[:200]!r} (expected the {market} layout {','.join(expected)})"
         )
     if names != expected:
-        raise TradesParseError(
-            f"{where}: header {line[:200]!r} does not match the {market} layout {','.join(expected)}"
-        )
+        raise TradesParseError(f"{where}: header {line[:200]!r} does not match the {market} layout {','.join(expected)}")
     return names  # type: ignore[return-value]
 
 
@@ -288,7 +326,11 @@ def _find_bad_line(data: bytes, skip: int, ncols: int, where: str) -> str:
         if len(fields) != ncols:
             return f"{where}: line {idx + 1} has {len(fields)} fields, expected {ncols}: {line[:200]!r}"
         try:
-            int(fields[0]); float(fields[1]); float(fields[2]); float(fields[3]); int(fields[4])  # noqa: E702
+            int(fields[0])
+            float(fields[1])
+            float(fields[2])
+            float(fields[3])
+            int(fields[4])
         except ValueError:
             return f"{where}: line {idx + 1} is malformed: {line[:200]!r}"
         if fields[5].strip().lower() not in ("true", "false"):
@@ -330,9 +372,7 @@ def _check_times(times: pl.Series, first_line: int, where: str) -> str | None:
     )
 
 
-def parse_trades_bytes(
-    data: bytes, pair: str, market: str, where: str, pegs: Iterable[str] | None = None
-) -> ParsedTrades:
+def parse_trades_bytes(data: bytes, pair: str, market: str, where: str, pegs: Iterable[str] | None = None) -> ParsedTrades:
     """Parse the bytes of one archive CSV: every data row normalised, in file order, with the
     file's header, time unit and value counts (see :class:`ParsedTrades`).
 
@@ -357,8 +397,12 @@ def parse_trades_bytes(
     try:
         # names come from the layout, by position: the header's own spelling never reaches polars
         raw = pl.read_csv(
-            io.BytesIO(data), has_header=False, skip_lines=skip, schema=schema,
-            truncate_ragged_lines=False, raise_if_empty=False,
+            io.BytesIO(data),
+            has_header=False,
+            skip_lines=skip,
+            schema=schema,
+            truncate_ragged_lines=False,
+            raise_if_empty=False,
         )
     except Exception as exc:
         raise TradesParseError(_find_bad_line(data, skip, ncols, where) + f" ({type(exc).__name__})") from exc
@@ -380,12 +424,8 @@ def parse_trades_bytes(
     unit = _check_times(raw.get_column("time"), first_line, where)
     factor = 1000 if unit == "ms" else 1
     third = expected[3]
-    non_finite, nf_lines = _lines_where(
-        raw, pl.any_horizontal(~pl.col(c).is_finite() for c in ("price", "qty", third)), first_line
-    )
-    non_positive, np_lines = _lines_where(
-        raw, (pl.col("price") <= 0) | (pl.col("qty") <= 0) | (pl.col(third) < 0), first_line
-    )
+    non_finite, nf_lines = _lines_where(raw, pl.any_horizontal(~pl.col(c).is_finite() for c in ("price", "qty", third)), first_line)
+    non_positive, np_lines = _lines_where(raw, (pl.col("price") <= 0) | (pl.col("qty") <= 0) | (pl.col(third) < 0), first_line)
     if market == "cm":
         qty = pl.col("base_qty")
         quote_qty = pl.col("qty") * contract_size(symbol)
@@ -431,11 +471,16 @@ def expected_member_name(pair: str, day: date) -> str:
 def _check_member_name(path: Path, name: str, expected: str | None) -> None:
     posix, windows = PurePosixPath(name), PureWindowsPath(name)
     if (
-        "\\" in name or "/" in name or posix.is_absolute() or windows.is_absolute()
-        or windows.drive or ".." in posix.parts or not name or "\x00" in name
+        "\\" in name
+        or "/" in name
+        or posix.is_absolute()
+        or windows.is_absolute()
+        or windows.drive
+        or ".." in posix.parts
+        or not name
+        or "\x00" in name
     ):
-        raise WrongMemberError(f"{path}: zip member {name!r} has path components; expected a bare file name"
-                               + (f" {expected!r}" if expected else ""))
+        raise WrongMemberError(f"{path}: zip member {name!r} has path components; expected a bare file name" + (f" {expected!r}" if expected else ""))
     if expected is None:
         return
     if name == expected:
@@ -446,9 +491,7 @@ def _check_member_name(path: Path, name: str, expected: str | None) -> None:
     except ValueError:
         got, want = None, ()
     if got != want or not name.endswith(".csv"):
-        raise WrongMemberError(
-            f"{path}: zip member {name!r} is not {expected!r} (the zip holds another pair's or day's file)"
-        )
+        raise WrongMemberError(f"{path}: zip member {name!r} is not {expected!r} (the zip holds another pair's or day's file)")
 
 
 def read_zip_member(path: Path, expected: str | None = None) -> bytes:
@@ -463,9 +506,7 @@ def read_zip_member(path: Path, expected: str | None = None) -> bytes:
         with zipfile.ZipFile(path) as zf:
             members = [m for m in zf.infolist() if not m.is_dir()]
             if len(members) != 1 or not members[0].filename.endswith(".csv"):
-                raise CorruptArchiveError(
-                    f"{path}: expected exactly one CSV in the zip, found {[m.filename for m in members]}"
-                )
+                raise CorruptArchiveError(f"{path}: expected exactly one CSV in the zip, found {[m.filename for m in members]}")
             _check_member_name(path, members[0].filename, expected)
             return zf.read(members[0])
     except zipfile.BadZipFile as exc:

@@ -186,8 +186,7 @@ RULES: tuple[Rule, ...] = (
     Rule("empty", "ERROR", "empty", "a listed pair's file holds no trade"),
     Rule("duplicate_ids_dropped", "WARN", "degraded", "identical duplicate rows, kept once"),
     Rule("id_gaps", "WARN", "degraded", "trade ids missing inside the file's id range"),
-    Rule("constant_taker_side", "WARN", "degraded",
-         f"every trade on one taker side, with >= {CONSTANT_SIDE_MIN_TRADES} trades"),
+    Rule("constant_taker_side", "WARN", "degraded", f"every trade on one taker side, with >= {CONSTANT_SIDE_MIN_TRADES} trades"),
     Rule("previous_sha256", "WARN", "degraded", "the archive re-published the file"),
     Rule("klines_mismatch", "WARN", "degraded", "the trades do not reconcile with the exchange's 1m klines"),
     Rule("klines_missing", "WARN", "degraded", "no klines file to reconcile the trades with"),
@@ -303,8 +302,7 @@ def base_row(market: str, pair: str, day: date, pegs: Iterable[str] | None) -> d
     """A ledger row with the key columns set (``symbol``/``peg_symbol`` null when no peg fits)."""
     row = _empty_row()
     split = split_pair(pair, market, tuple(pegs) if pegs is not None else None) if is_pair_name(pair) else None
-    row.update(date=day, market=market, pair=pair, symbol=split[0] if split else None,
-               peg_symbol=split[1] if split else None, reasons=[])
+    row.update(date=day, market=market, pair=pair, symbol=split[0] if split else None, peg_symbol=split[1] if split else None, reasons=[])
     return row
 
 
@@ -385,23 +383,38 @@ def read_pair_day(archive_file: ArchiveFile, pegs: Iterable[str] | None = None) 
         return PairDay(f, empty, row, blocking=(str(exc),), error=exc)
 
     trades = parsed.trades
-    row.update(header=parsed.header, time_unit=parsed.time_unit, rows_read=trades.height,
-               non_finite_values=parsed.non_finite, non_positive_values=parsed.non_positive)
+    row.update(
+        header=parsed.header,
+        time_unit=parsed.time_unit,
+        rows_read=trades.height,
+        non_finite_values=parsed.non_finite,
+        non_positive_values=parsed.non_positive,
+    )
     if parsed.empty:
         text = "header only" if parsed.header is not None else "no data line"
         reason = f"empty: the file holds no trades ({text})"
-        row.update(status="empty", reasons=[reason], rows_kept=0, duplicate_ids_dropped=0,
-                   duplicate_ids_conflicting=0, id_gaps=0, missing_ids=0, missing_id_ranges=[], out_of_day_rows=0)
+        row.update(
+            status="empty",
+            reasons=[reason],
+            rows_kept=0,
+            duplicate_ids_dropped=0,
+            duplicate_ids_conflicting=0,
+            id_gaps=0,
+            missing_ids=0,
+            missing_id_ranges=[],
+            out_of_day_rows=0,
+        )
         return PairDay(f, empty, row, blocking=(reason,))
 
     errors: list[str] = []
     warns: list[str] = []
     if parsed.non_finite:
-        errors.append(f"non_finite_values: {parsed.non_finite} row(s) with NaN or inf at "
-                      f"{format_lines(parsed.non_finite_lines, parsed.non_finite)}")
+        errors.append(f"non_finite_values: {parsed.non_finite} row(s) with NaN or inf at {format_lines(parsed.non_finite_lines, parsed.non_finite)}")
     if parsed.non_positive:
-        errors.append(f"non_positive_values: {parsed.non_positive} row(s) with price <= 0, qty <= 0 or "
-                      f"quote/base qty < 0 at {format_lines(parsed.non_positive_lines, parsed.non_positive)}")
+        errors.append(
+            f"non_positive_values: {parsed.non_positive} row(s) with price <= 0, qty <= 0 or "
+            f"quote/base qty < 0 at {format_lines(parsed.non_positive_lines, parsed.non_positive)}"
+        )
 
     # out-of-day rows, in file order (line numbers are the file's)
     start = datetime(f.day.year, f.day.month, f.day.day)
@@ -426,8 +439,10 @@ def read_pair_day(archive_file: ArchiveFile, pegs: Iterable[str] | None = None) 
     if ids.duplicates_dropped:
         warns.append(f"duplicate_ids_dropped: {ids.duplicates_dropped} identical duplicate row(s) dropped")
     if ids.gaps:
-        warns.append(f"id_gaps: {ids.gaps} gap(s), {ids.missing_ids} missing id(s) between {ids.first_id} and "
-                     f"{ids.last_id}: {_fmt_ranges(ids.missing_ranges, ids.gaps)}")
+        warns.append(
+            f"id_gaps: {ids.gaps} gap(s), {ids.missing_ids} missing id(s) between {ids.first_id} and "
+            f"{ids.last_id}: {_fmt_ranges(ids.missing_ranges, ids.gaps)}"
+        )
     n_buyer_maker = int(clean.get_column("is_buyer_maker").sum())
     constant = n_buyer_maker in (0, clean.height)
     if constant and clean.height >= CONSTANT_SIDE_MIN_TRADES:
@@ -494,8 +509,7 @@ def ledger_frame(rows: Iterable[Mapping[str, Any] | PairDay]) -> pl.DataFrame:
     return pl.DataFrame(data, schema=QUALITY_SCHEMA) if data else pl.DataFrame(schema=QUALITY_SCHEMA)
 
 
-def error_row(market: str, pair: str, day: date, error: Exception, pegs: Iterable[str] | None = None,
-              source: str | None = None) -> dict[str, Any]:
+def error_row(market: str, pair: str, day: date, error: Exception, pegs: Iterable[str] | None = None, source: str | None = None) -> dict[str, Any]:
     """A ``rejected`` ledger row for a file that failed before it could be read (a checksum
     mismatch or corrupt download raised by the source's ``fetch``)."""
     row = base_row(market, pair, day, pegs)
@@ -535,9 +549,14 @@ def klines_error(row: dict[str, Any], error: Exception, klines_file: ArchiveFile
 
 
 _NOTHING_TO_COMPARE = {
-    "klines_status": "ok", "klines_minutes_compared": 0, "klines_minutes_differing": 0,
-    "klines_differences": dict.fromkeys(DIFFERENCES.to_schema(), 0), "klines_trades_difference": 0,
-    "klines_first_difference": None, "klines_problems": [], "reason": None,
+    "klines_status": "ok",
+    "klines_minutes_compared": 0,
+    "klines_minutes_differing": 0,
+    "klines_differences": dict.fromkeys(DIFFERENCES.to_schema(), 0),
+    "klines_trades_difference": 0,
+    "klines_first_difference": None,
+    "klines_problems": [],
+    "reason": None,
 }
 
 

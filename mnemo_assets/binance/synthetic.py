@@ -101,9 +101,18 @@ _MAX_CM_BASE = 4e7
 
 # name, reference price (USD, 2024-12-20), daily log-vol; inclusion order for small universes
 _MAJORS: tuple[tuple[str, float, float], ...] = (
-    ("BTC", 60_000.0, 0.025), ("ETH", 3_000.0, 0.032), ("SHIB", 1.8e-5, 0.05), ("SOL", 150.0, 0.045),
-    ("XRP", 0.55, 0.045), ("DOGE", 0.12, 0.05), ("BNB", 600.0, 0.03), ("PEPE", 9.5e-6, 0.06),
-    ("ADA", 0.45, 0.045), ("LTC", 80.0, 0.04), ("LINK", 14.0, 0.045), ("AVAX", 30.0, 0.05),
+    ("BTC", 60_000.0, 0.025),
+    ("ETH", 3_000.0, 0.032),
+    ("SHIB", 1.8e-5, 0.05),
+    ("SOL", 150.0, 0.045),
+    ("XRP", 0.55, 0.045),
+    ("DOGE", 0.12, 0.05),
+    ("BNB", 600.0, 0.03),
+    ("PEPE", 9.5e-6, 0.06),
+    ("ADA", 0.45, 0.045),
+    ("LTC", 80.0, 0.04),
+    ("LINK", 14.0, 0.045),
+    ("AVAX", 30.0, 0.05),
 )
 _LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 _SECOND_PEG_SHARE = 0.2  # share of spot pairs on the pegs after the first
@@ -283,23 +292,27 @@ class SyntheticArchive(ArchiveSource):
     @classmethod
     def from_settings(cls, cache_dir: str | Path, settings: SyntheticSettings, **kw) -> SyntheticArchive:
         """The archive a ``source.synthetic`` section describes, cached in ``cache_dir``."""
-        return cls(cache_dir, seed=settings.seed, n_pairs=settings.n_pairs,
-                   trades_per_day=settings.trades_per_day, start=settings.start, **kw)
+        return cls(cache_dir, seed=settings.seed, n_pairs=settings.n_pairs, trades_per_day=settings.trades_per_day, start=settings.start, **kw)
 
     # ------------------------------------------------------------------ description
 
     def fingerprint(self) -> dict:
         """Every knob the bytes depend on (written beside cached files)."""
         return {
-            "model": MODEL_VERSION, "seed": self.seed, "n_pairs": self.n_pairs,
-            "market_trades": self.market_trades, "start": self.start.isoformat(), "pegs": list(self.pegs),
-            "n_um_pairs": self.n_um_pairs, "n_cm_pairs": self.n_cm_pairs,
-            "zipf_exponent": self.zipf_exponent, "horizon_days": self.horizon_days,
+            "model": MODEL_VERSION,
+            "seed": self.seed,
+            "n_pairs": self.n_pairs,
+            "market_trades": self.market_trades,
+            "start": self.start.isoformat(),
+            "pegs": list(self.pegs),
+            "n_um_pairs": self.n_um_pairs,
+            "n_cm_pairs": self.n_cm_pairs,
+            "zipf_exponent": self.zipf_exponent,
+            "horizon_days": self.horizon_days,
         }
 
     def describe(self) -> str:
-        return (f"synthetic:seed={self.seed},pairs={self.n_pairs},trades/day={self.trades_per_day},"
-                f"{self.start}..{self.end}")
+        return f"synthetic:seed={self.seed},pairs={self.n_pairs},trades/day={self.trades_per_day},{self.start}..{self.end}"
 
     def universe(self, market: str) -> list[SyntheticPair]:
         """Every pair of ``market`` (listed in ``[start, end]`` or not), sorted by pair."""
@@ -333,9 +346,9 @@ class SyntheticArchive(ArchiveSource):
             taken.add(name)
             names.append((name, price, float(rng.uniform(0.04, 0.09))))
         # activity rank: BTC, ETH, then majors mostly ahead of generated names
-        score = [-2.0 if i == 0 else -1.0 if i == 1
-                 else rng.uniform(0, 0.6) if i < len(_MAJORS) else rng.uniform(0.3, 1.6)
-                 for i in range(len(names))]
+        score = [
+            -2.0 if i == 0 else -1.0 if i == 1 else rng.uniform(0, 0.6) if i < len(_MAJORS) else rng.uniform(0.3, 1.6) for i in range(len(names))
+        ]
         order = np.argsort(score, kind="stable")
         ranks = np.empty(len(names), dtype=int)
         ranks[order] = np.arange(1, len(names) + 1)
@@ -419,11 +432,20 @@ class SyntheticArchive(ArchiveSource):
             is_new = i in new
             first_id = 0 if is_new else int(expected * prng.uniform(200, 1500)) + int(prng.integers(0, 10**6))
             pairs[pair] = SyntheticPair(
-                market=market, pair=pair, symbol=b.name, peg=peg, expected_trades=expected,
-                listed=listed[i], delisted=delisted[i], new_listing=is_new,
+                market=market,
+                pair=pair,
+                symbol=b.name,
+                peg=peg,
+                expected_trades=expected,
+                listed=listed[i],
+                delisted=delisted[i],
+                new_listing=is_new,
                 open_hour=int(prng.integers(0, 13)) if is_new else 0,
                 close_hour=int(prng.integers(4, 24)) if delisted[i] is not None else 24,
-                price_exp=price_exp, qty_exp=qty_exp, contract_size=size, first_id=first_id,
+                price_exp=price_exp,
+                qty_exp=qty_exp,
+                contract_size=size,
+                first_id=first_id,
                 burst_p=float(prng.uniform(0.45, 0.7)),
             )
         return pairs
@@ -433,7 +455,7 @@ class SyntheticArchive(ArchiveSource):
         """``k`` bases: the two most active, then drawn by activity without replacement."""
         k = min(k, len(by_rank))
         head = by_rank[: min(2, k)]
-        rest = by_rank[len(head):]
+        rest = by_rank[len(head) :]
         if k <= len(head) or not rest:
             return head
         w = np.array([b.weight for b in rest]) ** 0.5
@@ -455,8 +477,7 @@ class SyntheticArchive(ArchiveSource):
     def list_pairs(self, market: str, dataset: str = TRADES) -> list[str]:
         """Pairs with files in ``[start, end]``; klines exist exactly where trades do."""
         check_dataset(dataset)
-        return sorted(p.pair for p in self._universe[check_market(market)].values()
-                      if p.listed <= self._last_day(p, self.end))
+        return sorted(p.pair for p in self._universe[check_market(market)].values() if p.listed <= self._last_day(p, self.end))
 
     def list_days(self, market: str, pair: str, dataset: str = TRADES) -> list[date]:
         check_dataset(dataset)
@@ -469,9 +490,7 @@ class SyntheticArchive(ArchiveSource):
             raise ArchiveMissingError(f"synthetic archive: no {market} pair {pair!r} (no file for {pair} on {day})")
         if not self._is_listed(info, day, end):
             last = self._last_day(info, end if end is not None else self.end)
-            raise ArchiveMissingError(
-                f"synthetic archive: no {market} trades file for {pair} on {day} (files from {info.listed} to {last})"
-            )
+            raise ArchiveMissingError(f"synthetic archive: no {market} trades file for {pair} on {day} (files from {info.listed} to {last})")
         return info
 
     # ------------------------------------------------------------------ daily draws
@@ -488,13 +507,13 @@ class SyntheticArchive(ArchiveSource):
             base = self._base_by_name[key]
             out = rng.normal(0.0, base.vol, _BLOCK)
         elif kind == "mday":  # market-wide daily activity factor
-            out = np.exp(rng.normal(-0.15**2 / 2, 0.15, _BLOCK))
+            out = np.exp(rng.normal(-(0.15**2) / 2, 0.15, _BLOCK))
         else:
             market, pair = key.split("/")
             info = self._universe[market][pair]
             weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (3)
             lam = info.expected_trades * np.where(weekday >= 5, 0.8, 1.0)
-            lam = lam * np.exp(rng.normal(-0.3**2 / 2, 0.3, _BLOCK)) * self._mday(market, block)
+            lam = lam * np.exp(rng.normal(-(0.3**2) / 2, 0.3, _BLOCK)) * self._mday(market, block)
             first, last = self._ordinal(info.listed), self._ordinal(info.delisted) if info.delisted else None
             if info.new_listing:
                 lam = np.where(days == first, lam * 3.0 * (24 - info.open_hour) / 24, lam)
@@ -532,8 +551,7 @@ class SyntheticArchive(ArchiveSource):
         return float(np.log(base.price) + np.clip(walk, -_BAND, _BAND))
 
     def _count(self, info: SyntheticPair, day: date) -> int:
-        return int(self._block("count", f"{info.market}/{info.pair}", self._ordinal(day) // _BLOCK)[
-            self._ordinal(day) % _BLOCK])
+        return int(self._block("count", f"{info.market}/{info.pair}", self._ordinal(day) // _BLOCK)[self._ordinal(day) % _BLOCK])
 
     def _first_id(self, info: SyntheticPair, day: date) -> int:
         key = f"{info.market}/{info.pair}"
@@ -643,8 +661,7 @@ class SyntheticArchive(ArchiveSource):
             self._last_ticks[(market, pair, day)] = int(price[-1])
             while len(self._last_ticks) > 4096:
                 self._last_ticks.pop(next(iter(self._last_ticks)))
-        return _Day(info, day, np.arange(first_id, first_id + n, dtype=np.int64), price, qty,
-                    day_ord * _DAY_US + t_us[order], bm)
+        return _Day(info, day, np.arange(first_id, first_id + n, dtype=np.int64), price, qty, day_ord * _DAY_US + t_us[order], bm)
 
     # ------------------------------------------------------------------ rendering
 
@@ -679,11 +696,19 @@ class SyntheticArchive(ArchiveSource):
         bm = pl.when(pl.col("bm")).then(pl.lit(true)).otherwise(pl.lit(false)).alias("is_buyer_maker")
         buf = io.BytesIO()
         if info.market == "spot":
-            out = df.select("id", _fixed8("price", exp["price"]), _fixed8("qty", exp["qty"]),
-                            _fixed8("quote", exp["quote"]), "time", bm, pl.lit("True").alias("best"))
+            out = df.select(
+                "id",
+                _fixed8("price", exp["price"]),
+                _fixed8("qty", exp["qty"]),
+                _fixed8("quote", exp["quote"]),
+                "time",
+                bm,
+                pl.lit("True").alias("best"),
+            )
         elif info.market == "um":
-            out = df.select("id", _shortest("price", exp["price"]), _shortest("qty", exp["qty"]),
-                            _shortest("quote", exp["quote"]).alias("quote_qty"), "time", bm)
+            out = df.select(
+                "id", _shortest("price", exp["price"]), _shortest("qty", exp["qty"]), _shortest("quote", exp["quote"]).alias("quote_qty"), "time", bm
+            )
         else:
             out = df.select("id", _shortest("price", exp["price"]), "qty", _fixed8("quote").alias("base_qty"), "time", bm)
         header = formats.TRADES_HEADER[info.market]
@@ -779,8 +804,12 @@ class SyntheticArchive(ArchiveSource):
 
         m, p = d.info.market, d.info.pair
         return render_klines_csv(
-            self._normalised(d), m, d.day, previous_close=self.previous_close(m, p, d.day, end),
-            end=self.trading_end(m, p, d.day), contract_size=d.info.contract_size,
+            self._normalised(d),
+            m,
+            d.day,
+            previous_close=self.previous_close(m, p, d.day, end),
+            end=self.trading_end(m, p, d.day),
+            contract_size=d.info.contract_size,
         )
 
     def klines_csv_bytes(self, market: str, pair: str, day: date) -> bytes:
@@ -800,8 +829,10 @@ class SyntheticArchive(ArchiveSource):
 
         trades = self.normalised_trades(market, pair, day)
         return minute_bars(
-            trades, previous_close=self.previous_close(market, pair, day),
-            end=self.trading_end(market, pair, day), time_unit=formats.file_time_unit(market, day),
+            trades,
+            previous_close=self.previous_close(market, pair, day),
+            end=self.trading_end(market, pair, day),
+            time_unit=formats.file_time_unit(market, day),
         )
 
     # ------------------------------------------------------------------ files
@@ -817,19 +848,22 @@ class SyntheticArchive(ArchiveSource):
             if theirs != mine:
                 diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
                 raise ArchiveError(
-                    f"{root} holds synthetic files of another configuration (theirs, ours: {diff}); "
-                    f"delete {root} or use another directory"
+                    f"{root} holds synthetic files of another configuration (theirs, ours: {diff}); delete {root} or use another directory"
                 )
         else:
             data_dir = root / "data"
             if data_dir.exists() and any(data_dir.iterdir()):
-                raise ArchiveError(f"{root} already holds archive files not made by SyntheticArchive: "
-                                   "use another directory")
+                raise ArchiveError(f"{root} already holds archive files not made by SyntheticArchive: use another directory")
             write_atomic(marker, (json.dumps(mine, indent=1, sort_keys=True) + "\n").encode())
         self._marked.add(root)
 
     def _materialise(
-        self, root: Path, market: str, pair: str, day: date, end: date | None = None,
+        self,
+        root: Path,
+        market: str,
+        pair: str,
+        day: date,
+        end: date | None = None,
         datasets: Iterable[str] = (TRADES,),
     ) -> list[ArchiveFile]:
         """Write (unless already there and verified) the day's zips and CHECKSUMs below
@@ -867,7 +901,11 @@ class SyntheticArchive(ArchiveSource):
         return self._materialise(self.cache_dir, market, pair, day, datasets=(dataset,))[0]
 
     def fetch_datasets(
-        self, market: str, pair: str, day: date, datasets: tuple[str, ...] = (TRADES, KLINES),
+        self,
+        market: str,
+        pair: str,
+        day: date,
+        datasets: tuple[str, ...] = (TRADES, KLINES),
     ) -> dict[str, ArchiveFile | ArchiveError]:
         """The day's files of ``datasets``, generating the day's trades at most once for all."""
         datasets = tuple(check_dataset(d) for d in datasets)
@@ -911,4 +949,3 @@ class SyntheticArchive(ArchiveSource):
             for job in jobs:
                 run(job)
         return LocalMirror(dest)
-

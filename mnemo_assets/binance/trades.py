@@ -126,7 +126,8 @@ class DayPlan:
         if all(p.status == "pending" for p in gaps):
             return DayNotPublishedError(
                 f"{self.source}: {self.market} trades for {self.day} are not published yet for {len(gaps)} pair(s) "
-                f"(latest day in the archive: {self.latest_day}): {shown}{more}", plan=self,
+                f"(latest day in the archive: {self.latest_day}): {shown}{more}",
+                plan=self,
             )
         return MissingDayError(
             f"{self.source}: {self.market} trades for {self.day} are missing for {len(gaps)} pair(s): {shown}{more}",
@@ -170,8 +171,11 @@ def _pair_name(symbol: str, peg: str, market: str) -> str:
 
 
 def _expected(
-    expected_pairs: Iterable[str | tuple[str, str]] | None, items: list[DayFile], market: str,
-    pegs: tuple[str, ...], contracts: str,
+    expected_pairs: Iterable[str | tuple[str, str]] | None,
+    items: list[DayFile],
+    market: str,
+    pegs: tuple[str, ...],
+    contracts: str,
 ) -> dict[str, DayFile]:
     """Expected pairs (names or ``(symbol, peg)``) that the configuration covers, by pair name."""
     out: dict[str, DayFile] = {}
@@ -219,9 +223,10 @@ def _classify(item: DayFile, days: list[date], day: date, latest: date | None, m
         return replace(plan, status="delisted", evidence=f"a delivery contract that expired on {expiry} (last file {last})")
     if last == day - timedelta(days=1) and latest == day:
         return replace(
-            plan, status="pending",
+            plan,
+            status="pending",
             evidence=f"its last file is {last} and {day} is the newest {market} day in the archive: not published "
-                     f"yet, or delisted on {last} (settled once {day + timedelta(days=1)} is published)",
+            f"yet, or delisted on {last} (settled once {day + timedelta(days=1)} is published)",
         )
     return replace(plan, status="delisted", evidence=f"after its last file ({last}; newest {market} day {latest})")
 
@@ -250,9 +255,7 @@ def plan_day(
     unmatched = tuple(peg for peg in pegs if not any(i.peg == peg for i in items))
     if not items and not expected:
         if len(listed) == len(ignored):
-            raise DayNotPublishedError(
-                f"{where}: no {market} trades published for {day} yet (the archive lists no {market} pairs)"
-            )
+            raise DayNotPublishedError(f"{where}: no {market} trades published for {day} yet (the archive lists no {market} pairs)")
         kind = " perpetual" if contracts == "perpetual" and market != "spot" else ""
         examples = ", ".join(p for p in listed if is_pair_name(p))
         raise UnknownPegError(
@@ -265,25 +268,19 @@ def plan_day(
     first = min(firsts) if firsts else None
     latest = max(lasts) if lasts else None
     if (latest is None and not expected) or (latest is not None and latest < day):
-        raise DayNotPublishedError(
-            f"{where}: no {market} trades published for {day} yet (latest day in the archive: {latest or 'none'})"
-        )
+        raise DayNotPublishedError(f"{where}: no {market} trades published for {day} yet (latest day in the archive: {latest or 'none'})")
     if first is not None and day < first and not expected:
-        raise BeforeArchiveStartError(
-            f"{where}: {day} is before the first archive day of {market} ({first}) for pegs {', '.join(pegs)}"
-        )
+        raise BeforeArchiveStartError(f"{where}: {day} is before the first archive day of {market} ({first}) for pegs {', '.join(pegs)}")
     pairs = []
     for item in items:
         plan = _classify(item, days[item.pair], day, latest, market)
         if item.pair in expected and plan.status in ("not_listed", "delisted", "pending"):
-            plan = replace(plan, status="missing",
-                           evidence=f"stored for {day} before, but the archive has no file for it ({plan.evidence})")
+            plan = replace(plan, status="missing", evidence=f"stored for {day} before, but the archive has no file for it ({plan.evidence})")
         pairs.append(plan)
     known = {i.pair for i in items}
     for pair, item in sorted(expected.items()):
         if pair not in known:
-            pairs.append(PairPlan(pair, item.symbol, item.peg, "missing",
-                                  f"stored for {day} before, but the archive lists no {market} pair {pair}"))
+            pairs.append(PairPlan(pair, item.symbol, item.peg, "missing", f"stored for {day} before, but the archive lists no {market} pair {pair}"))
     return DayPlan(where, market, day, pegs, tuple(pairs), first, latest, unmatched, ignored)
 
 
@@ -296,9 +293,7 @@ def fetch_plan(source: ArchiveSource, plan: DayPlan) -> list[ArchiveFile]:
         try:
             files.append(source.fetch(plan.market, item.pair, plan.day))
         except ArchiveMissingError as exc:
-            absent[item.pair] = replace(
-                item, status="missing", evidence=f"listed by the archive for {plan.day}, but not found: {exc}"
-            )
+            absent[item.pair] = replace(item, status="missing", evidence=f"listed by the archive for {plan.day}, but not found: {exc}")
     if absent:
         plan = replace(plan, pairs=tuple(absent.get(p.pair, p) for p in plan.pairs))
         plan.raise_for_missing()
@@ -326,9 +321,7 @@ def archive_version(files: Iterable[ArchiveFile]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def read_day(
-    files: Iterable[ArchiveFile], pegs: Iterable[str], ledger: list[dict] | None = None
-) -> Iterator[pl.DataFrame]:
+def read_day(files: Iterable[ArchiveFile], pegs: Iterable[str], ledger: list[dict] | None = None) -> Iterator[pl.DataFrame]:
     """Clean normalised trades of fetched files, one frame per file (one pair-day in memory).
 
     Each frame has identical duplicates dropped and is sorted by ``(time, trade_id)``. A file
@@ -350,7 +343,11 @@ def read_day(
 
 
 def iter_day_trades(
-    source: ArchiveSource, market: str, pegs: Iterable[str], day: date, contracts: str = "perpetual",
+    source: ArchiveSource,
+    market: str,
+    pegs: Iterable[str],
+    day: date,
+    contracts: str = "perpetual",
     expected_pairs: Iterable[str | tuple[str, str]] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Clean normalised trades of one market-day, one frame per pair (bounded memory)."""
@@ -359,7 +356,11 @@ def iter_day_trades(
 
 
 def day_trades(
-    source: ArchiveSource, market: str, pegs: Iterable[str], day: date, contracts: str = "perpetual",
+    source: ArchiveSource,
+    market: str,
+    pegs: Iterable[str],
+    day: date,
+    contracts: str = "perpetual",
     expected_pairs: Iterable[str | tuple[str, str]] | None = None,
 ) -> pl.DataFrame:
     """All clean normalised trades of one market-day in one frame."""

@@ -44,9 +44,9 @@ AC = AutomationCondition
 
 def newest_day_from_archive(cron: str = "15 * * * *") -> AutomationCondition:
     """The newest partition, at every ``cron`` tick while it is missing."""
-    return (
-        AC.in_latest_time_window() & AC.cron_tick_passed(cron, "UTC") & AC.missing() & ~AC.in_progress()
-    ).with_label(f"newest day, at '{cron}' while missing")
+    return (AC.in_latest_time_window() & AC.cron_tick_passed(cron, "UTC") & AC.missing() & ~AC.in_progress()).with_label(
+        f"newest day, at '{cron}' while missing"
+    )
 
 
 def when_inputs_ready(days: int = 1, skip_newest: bool = False) -> AutomationCondition:
@@ -71,9 +71,9 @@ def when_inputs_ready(days: int = 1, skip_newest: bool = False) -> AutomationCon
 def deps_checks_passed() -> AutomationCondition:
     """Every dependency's blocking checks passed, or the dependency runs in this tick (its
     checks then run in the same run and stop this asset there if they fail)."""
-    return AC.all_deps_match(
-        AC.all_checks_match(AC.check_passed(), blocking_only=True) | AC.will_be_requested()
-    ).with_label("all_deps_blocking_checks_passed")
+    return AC.all_deps_match(AC.all_checks_match(AC.check_passed(), blocking_only=True) | AC.will_be_requested()).with_label(
+        "all_deps_blocking_checks_passed"
+    )
 
 
 def automation_sensor(enabled: bool) -> AutomationConditionSensorDefinition:

@@ -67,8 +67,7 @@ def checks_of(spec: Mapping[str, str] | Sequence[Check]) -> list[Check]:
 def check_specs(key: AssetKey, checks: Mapping[str, str] | Sequence[Check], partitions_def: DailyPartitionsDefinition) -> list[AssetCheckSpec]:
     """Daily-partitioned check specs on ``key``."""
     return [
-        AssetCheckSpec(c.name, asset=key, description=c.description, blocking=c.blocking, partitions_def=partitions_def)
-        for c in checks_of(checks)
+        AssetCheckSpec(c.name, asset=key, description=c.description, blocking=c.blocking, partitions_def=partitions_def) for c in checks_of(checks)
     ]
 
 
@@ -111,7 +110,10 @@ class DayAudit:
         return staged
 
     def record(
-        self, day: date | str, violations: Mapping[str, int], details: Mapping[str, Any] | None = None,
+        self,
+        day: date | str,
+        violations: Mapping[str, int],
+        details: Mapping[str, Any] | None = None,
         messages: Sequence[str] = (),
     ) -> None:
         """The checks' failing-row counts for one staged day (0 = passed); ``details`` (for
@@ -145,8 +147,13 @@ class DayAudit:
                     continue
                 self.context.log_event(
                     AssetCheckEvaluation(
-                        asset_key=self.key, check_name=check.name, passed=not bad, partition=day,
-                        description=check.description, severity=check.severity, blocking=check.blocking,
+                        asset_key=self.key,
+                        check_name=check.name,
+                        passed=not bad,
+                        partition=day,
+                        description=check.description,
+                        severity=check.severity,
+                        blocking=check.blocking,
                         metadata={"failing_rows": bad, **_json(self.details.get(day))},
                         target_materialization_data=None if failed_only else target,
                     )
@@ -157,8 +164,12 @@ class DayAudit:
             bad = self.failures[check.name]
             meta = {"failing_days": MetadataValue.json(bad)} if bad else {"days_checked": len(self.staged)}
             yield AssetCheckResult(
-                check_name=check.name, asset_key=self.key, passed=not bad, severity=check.severity,
-                description=check.description, metadata=meta,
+                check_name=check.name,
+                asset_key=self.key,
+                passed=not bad,
+                severity=check.severity,
+                description=check.description,
+                metadata=meta,
             )
 
     def outcome(

@@ -44,8 +44,13 @@ RUN_PID_TAG = "mnemo/pid"
 #: when that process started (``/proc/{pid}/stat``): a pid reused by another process is not it
 RUN_PID_START_TAG = "mnemo/pid_start"
 BACKFILL_ID_TAG = "dagster/backfill"
-DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED,
-        BulkActionStatus.FAILED, BulkActionStatus.CANCELED}
+DONE = {
+    BulkActionStatus.COMPLETED,
+    BulkActionStatus.COMPLETED_SUCCESS,
+    BulkActionStatus.COMPLETED_FAILED,
+    BulkActionStatus.FAILED,
+    BulkActionStatus.CANCELED,
+}
 
 
 # ----------------------------------------------------------------------------- launching
@@ -316,9 +321,7 @@ def summarize(
     for key in set(planned.run) | set(planned.waiting):
         days = planned.run.get(key, [])
         on_disk = stored_days(key) if days else set()
-        summary = AssetSummary(
-            planned=len(days), waiting=dict(planned.waiting.get(key, {})), stored_before=len(planned.stored.get(key, []))
-        )
+        summary = AssetSummary(planned=len(days), waiting=dict(planned.waiting.get(key, {})), stored_before=len(planned.stored.get(key, [])))
         for day in days:
             if failed is not None and day in failed.get(key, set()):
                 summary.failed.append(day)
@@ -376,9 +379,11 @@ def run_request(
         missing_only = set(request.missing_only)
     planned = plan(graph, requested_days(request.keys, request.days), listing, settings.start_date, missing_only=missing_only)
     mode = "missing only" if missing_only == set(request.keys) else "recompute" if not missing_only else "recompute some, missing-only the rest"
-    echo(f"mnemo: {planned.total} asset-day(s) to run over {len(request.keys)} asset(s), "
-         f"{request.days[0]}..{request.days[-1]} ({mode}); "
-         f"{planned.total_waiting} wait for their inputs, {sum(len(v) for v in planned.stored.values())} already stored")
+    echo(
+        f"mnemo: {planned.total} asset-day(s) to run over {len(request.keys)} asset(s), "
+        f"{request.days[0]}..{request.days[-1]} ({mode}); "
+        f"{planned.total_waiting} wait for their inputs, {sum(len(v) for v in planned.stored.values())} already stored"
+    )
     for line in planned.reasons(limit=10):
         echo(f"mnemo: waiting: {line}")
     if not planned.total:
@@ -391,12 +396,14 @@ def run_request(
         client = DagsterGraphQL(url)
         backfill_id = client.launch_asset_backfill(
             {k: [(a.isoformat(), b.isoformat()) for a, b in spans] for k, spans in planned.ranges().items()},
-            title=request.title, tags=tags,
+            title=request.title,
+            tags=tags,
         )
         echo(f"mnemo: launched backfill {backfill_id}; see {url.rstrip('/')}/runs/b/{backfill_id}")
         if not wait:
             return None
         with tqdm(total=planned.total, desc="asset-days", unit="asset-day", disable=not progress) as bar:
+
             def show(status):
                 done = sum(a["materialized"] + a["failed"] for a in status["assets"].values())
                 bar.update(max(0, done - bar.n))
@@ -407,9 +414,7 @@ def run_request(
         from mnemo_assets.graphql import GraphQLError
 
         try:
-            done = client.backfill_materializations(
-                backfill_id, {k: [d.isoformat() for d in days] for k, days in planned.run.items()}
-            )
+            done = client.backfill_materializations(backfill_id, {k: [d.isoformat() for d in days] for k, days in planned.run.items()})
             materialized = {k: {date.fromisoformat(p) for p in parts} for k, parts in done.items()}
         except GraphQLError as exc:
             echo(f"mnemo: could not read the backfill's materializations ({exc}); judging by the store alone")
@@ -419,6 +424,7 @@ def run_request(
     fail_orphaned_runs(instance)
     backfill_id = launch_backfill(instance, graph, planned, title=request.title, tags={**tags, **process_tags()}, run_config=QUIET_RUN_CONFIG)
     with tqdm(total=planned.total, desc="asset-days", unit="asset-day", disable=not progress) as bar:
+
         def advance(backfill) -> None:
             done = backfill.get_asset_backfill_data(graph)
             n = sum(len(done.materialized_subset.get_partitions_subset(k)) for k in done.materialized_subset.partitions_subsets_by_asset_key)

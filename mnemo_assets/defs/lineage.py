@@ -28,9 +28,7 @@ _GRID_FROM_TRADES = {
 
 
 def _lineage(deps: dict[str, list[tuple[AssetKey, str]]]) -> TableColumnLineage:
-    return TableColumnLineage(
-        deps_by_column={col: [TableColumnDep(asset_key=k, column_name=c) for k, c in src] for col, src in deps.items()}
-    )
+    return TableColumnLineage(deps_by_column={col: [TableColumnDep(asset_key=k, column_name=c) for k, c in src] for col, src in deps.items()})
 
 
 def grid_lineage(trades: AssetKey) -> TableColumnLineage:

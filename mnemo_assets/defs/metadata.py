@@ -48,8 +48,6 @@ def _days_back(window: timedelta) -> int:
     return -(-to_micros(window) // 86_400_000_000)
 
 
-
-
 def metadata_descriptions(spec: MetadataSpec) -> dict[str, str]:
     """SPEC.md's meaning of every metadata column of ``spec`` (shown in the UI's column table)."""
     out = {
@@ -71,8 +69,14 @@ def metadata_descriptions(spec: MetadataSpec) -> dict[str, str]:
 
 
 def build_metadata_assets(
-    market: str, peg: str, interval: str, grid_interval: str, returns_interval: str, spec: MetadataSpec,
-    partitions_def: DailyPartitionsDefinition, days_per_batch: int,
+    market: str,
+    peg: str,
+    interval: str,
+    grid_interval: str,
+    returns_interval: str,
+    spec: MetadataSpec,
+    partitions_def: DailyPartitionsDefinition,
+    days_per_batch: int,
 ) -> list:
     first = partitions_def.start.date()
     version = spec.version
@@ -99,11 +103,14 @@ def build_metadata_assets(
         return out
 
     @asset(
-        key=ikey, ins={"grid": AssetIn(grid_key(market, peg, grid_interval))},
+        key=ikey,
+        ins={"grid": AssetIn(grid_key(market, peg, grid_interval))},
         description=f"Per-hour moments of the {grid_interval} grid's inputs to the index metadata ({interval} buckets of last_trade_time).",
         metadata={
             DATASET_KEY: metadata_partials_dataset(market, interval, "index", peg),
-            "dagster/column_schema": table_schema(partials(pl.LazyFrame(schema=GRID_SCHEMA), iplan, "last_trade_time", spec.interval, True).collect_schema()),
+            "dagster/column_schema": table_schema(
+                partials(pl.LazyFrame(schema=GRID_SCHEMA), iplan, "last_trade_time", spec.interval, True).collect_schema()
+            ),
         },
         **common,
     )
@@ -111,11 +118,14 @@ def build_metadata_assets(
         return per_day_partials(context, grid, iplan, "last_trade_time", True)
 
     @asset(
-        key=rkey, ins={"returns": AssetIn(returns_key(market, peg, returns_interval))},
+        key=rkey,
+        ins={"returns": AssetIn(returns_key(market, peg, returns_interval))},
         description=f"Per-hour moments of the {returns_interval} gridded returns' inputs to the returns metadata.",
         metadata={
             DATASET_KEY: metadata_partials_dataset(market, interval, "returns", peg),
-            "dagster/column_schema": table_schema(partials(pl.LazyFrame(schema=RETURNS_SCHEMA), rplan, "returns_grid_time", spec.interval).collect_schema()),
+            "dagster/column_schema": table_schema(
+                partials(pl.LazyFrame(schema=RETURNS_SCHEMA), rplan, "returns_grid_time", spec.interval).collect_schema()
+            ),
         },
         **common,
     )
@@ -130,12 +140,15 @@ def build_metadata_assets(
     if iplan.generic:
         ins["grid"] = AssetIn(grid_key(market, peg, grid_interval), partition_mapping=TimeWindowPartitionMapping(start_offset=-back_i, end_offset=0))
     if rplan.generic:
-        ins["returns"] = AssetIn(returns_key(market, peg, returns_interval), partition_mapping=TimeWindowPartitionMapping(start_offset=-back_r, end_offset=0))
+        ins["returns"] = AssetIn(
+            returns_key(market, peg, returns_interval), partition_mapping=TimeWindowPartitionMapping(start_offset=-back_r, end_offset=0)
+        )
     columns = [*spec.index_columns, *spec.returns_columns]
     schema = metadata_schema(spec, grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA)
 
     @asset(
-        key=key, ins=ins,
+        key=key,
+        ins=ins,
         description=(
             f"Rolling metadata of {market} {peg} symbols every {interval}: index metrics over the {grid_interval} grid "
             f"({', '.join(interval_name(w) for w in spec.index)}), returns metrics over {returns_interval} returns "
@@ -162,12 +175,24 @@ def build_metadata_assets(
             require_window(received, days, before=back, after=0, first=first, what=key.to_user_string())
         # one computation for the whole run, split per day
         out = metadata_from_partials(
-            index_partials, returns_partials, spec, days[0], days[-1] + timedelta(days=1),
-            grid_schema=GRID_SCHEMA, returns_schema=RETURNS_SCHEMA, raw_grid=raw.get("grid"), raw_returns=raw.get("returns"),
+            index_partials,
+            returns_partials,
+            spec,
+            days[0],
+            days[-1] + timedelta(days=1),
+            grid_schema=GRID_SCHEMA,
+            returns_schema=RETURNS_SCHEMA,
+            raw_grid=raw.get("grid"),
+            raw_returns=raw.get("returns"),
         )
 
         audit = DayAudit(
-            context, key, metadata_dataset(market, interval, peg), store.base_dir, METADATA_ASSET_CHECKS, schema,
+            context,
+            key,
+            metadata_dataset(market, interval, peg),
+            store.base_dir,
+            METADATA_ASSET_CHECKS,
+            schema,
             staging_dir=store.staging_dir,
         )
         for day in days:

@@ -38,9 +38,7 @@ from mnemo_assets.storage.layout import grid_dataset, returns_dataset
 RETURNS_CODE_VERSION = "1"
 
 
-def build_returns_asset(
-    market: str, peg: str, interval: str, grid_interval: str, partitions_def: DailyPartitionsDefinition, days_per_batch: int
-):
+def build_returns_asset(market: str, peg: str, interval: str, grid_interval: str, partitions_def: DailyPartitionsDefinition, days_per_batch: int):
     key = returns_key(market, peg, interval)
     dataset = returns_dataset(market, interval, peg)
     first = partitions_def.start.date()

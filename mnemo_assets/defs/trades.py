@@ -78,12 +78,12 @@ QUALITY_DESCRIPTIONS = {
     "missing_id_ranges": "trade-id gaps inside the file (first 100)",
     "out_of_day_rows": "trades outside the file's UTC day",
     "klines_status": "reconciliation with the exchange's 1m klines: ok | mismatch | missing (no klines file) | "
-                     "unreadable; null: not reconciled (reconciliation off, or the pair-day is not publishable)",
+    "unreadable; null: not reconciled (reconciliation off, or the pair-day is not publishable)",
     "klines_source": "URL or path of the 1m klines file",
     "klines_minutes_compared": "minutes holding a kline or one of our trades",
     "klines_minutes_differing": "minutes where anything differs",
     "klines_differences": "minutes differing per field (OHLC, count, the four volumes), minutes with trades only in the "
-                          "klines / only in ours, kline minutes outside the day",
+    "klines / only in ours, kline minutes outside the day",
     "klines_trades_difference": "Σ kline trade counts − our trades (> 0: trades missing from the file)",
     "klines_first_difference": "the first differing minute",
     "klines_problems": "what the differences look like: " + ", ".join(PROBLEMS),
@@ -127,9 +127,7 @@ def trades_checks(reconciliation: ReconciliationSettings) -> list[Check]:
 def _stored_pairs(root: str, market: str, day: date) -> list[tuple[str, str]]:
     """``(symbol, peg)`` stored for the day before (what a re-run must not silently drop)."""
     try:
-        frame = scan_days(UPath(root), trades_dataset(market), [day]).select(
-            pl.col("symbol").cast(pl.String), "peg_symbol"
-        ).unique().collect()
+        frame = scan_days(UPath(root), trades_dataset(market), [day]).select(pl.col("symbol").cast(pl.String), "peg_symbol").unique().collect()
     except MissingPartitionError:
         return []
     return [tuple(r) for r in frame.iter_rows()]
@@ -145,7 +143,10 @@ def _recorded_checksums(root: str, market: str, day: date) -> dict[str, str]:
 
 
 def build_trades_assets(
-    market: str, settings: MarketSettings, partitions_def: DailyPartitionsDefinition, days_per_batch: int,
+    market: str,
+    settings: MarketSettings,
+    partitions_def: DailyPartitionsDefinition,
+    days_per_batch: int,
     archive_cron: str = "15 * * * *",
     reconciliation: ReconciliationSettings | None = None,
 ):
@@ -264,10 +265,7 @@ def build_trades_assets(
             messages = list(problems)
             if reconciliation.enabled:
                 unreconciled = frame.filter(pl.col("klines_status").is_not_null() & (pl.col("klines_status") != "ok"))
-                said = [
-                    f"{r['pair']}: " + "; ".join(x for x in r["reasons"] if x.startswith("klines_"))
-                    for r in unreconciled.iter_rows(named=True)
-                ]
+                said = [f"{r['pair']}: " + "; ".join(x for x in r["reasons"] if x.startswith("klines_")) for r in unreconciled.iter_rows(named=True)]
                 violations[RECONCILIATION_CHECK] = unreconciled.height
                 details["klines"] = {
                     "reconciled": int(frame["klines_status"].is_not_null().sum()),

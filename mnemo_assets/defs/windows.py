@@ -8,9 +8,7 @@ class IncompleteWindowError(Exception):
     """An input window lacks days the computation needs."""
 
 
-def require_window(
-    received: list[date], days: list[date], before: int, after: int, first: date, what: str
-) -> None:
+def require_window(received: list[date], days: list[date], before: int, after: int, first: date, what: str) -> None:
     """Every day in ``[D − before, D + after]`` for each output day ``D`` must have been received;
     days before ``first`` (the first partition) are allowed to be absent (lookbacks are
     computed on what exists), days after are not (a lookahead that does not exist yet)."""

@@ -51,9 +51,7 @@ DATASET_KEY = "mnemo/dataset"
 def table_schema(schema: pl.Schema, descriptions: Mapping[str, str] | None = None) -> TableSchema:
     """A Dagster ``TableSchema`` for a polars schema, with column descriptions where given."""
     descriptions = descriptions or {}
-    return TableSchema(
-        columns=[TableColumn(name=name, type=str(dtype), description=descriptions.get(name)) for name, dtype in schema.items()]
-    )
+    return TableSchema(columns=[TableColumn(name=name, type=str(dtype), description=descriptions.get(name)) for name, dtype in schema.items()])
 
 
 def _dataset(metadata: Mapping[str, Any] | None, what: str) -> str:

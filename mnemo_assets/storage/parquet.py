@@ -272,9 +272,7 @@ def stage_partition(
     data_schema, frames = _frames(obj)
     target = _storage_schema(schema if schema is not None else data_schema)
     if schema is not None and _storage_schema(data_schema) != target:
-        raise TypeError(
-            f"{dataset} {day}: columns {dict(_storage_schema(data_schema))} differ from the dataset's schema {dict(target)}"
-        )
+        raise TypeError(f"{dataset} {day}: columns {dict(_storage_schema(data_schema))} differ from the dataset's schema {dict(target)}")
     arrow_schema = pl.DataFrame(schema=target).to_arrow().schema
     staging = local_staging_dir(root, staging_dir)
     os.makedirs(staging, exist_ok=True)
@@ -379,9 +377,7 @@ def _writer_gone(name: str) -> bool:
     return False
 
 
-def cleanup_staging(
-    root: UPath | str, max_age_seconds: float = STAGING_MAX_AGE_SECONDS, staging_dir: str | None = None
-) -> list[str]:
+def cleanup_staging(root: UPath | str, max_age_seconds: float = STAGING_MAX_AGE_SECONDS, staging_dir: str | None = None) -> list[str]:
     """Remove staged files left over by killed writers: those whose writing process (on this
     host) is gone, and any older than ``max_age_seconds``."""
     staging = local_staging_dir(root, staging_dir)
@@ -458,7 +454,7 @@ def list_partitions(root: UPath | str, dataset: str) -> dict[date, Stamp]:
     except FileNotFoundError:
         return out
     for name, info in found.items():
-        rest = name.rstrip("/")[len(base) + 1:] if name.startswith(base + "/") else ""
+        rest = name.rstrip("/")[len(base) + 1 :] if name.startswith(base + "/") else ""
         parts = rest.split("/")
         if len(parts) != 2 or parts[1] != PART_FILE or info.get("type") == "directory":
             continue
@@ -529,7 +525,7 @@ class _Tail(io.RawIOBase):
             return 0
         if self._pos < self._start:
             raise OSError(f"byte {self._pos} lies before the {len(self._data)} tail bytes fetched")
-        chunk = self._data[self._pos - self._start: self._pos - self._start + len(buffer)]
+        chunk = self._data[self._pos - self._start : self._pos - self._start + len(buffer)]
         buffer[: len(chunk)] = chunk
         self._pos += len(chunk)
         return len(chunk)
@@ -584,9 +580,7 @@ def _object_tail(fs, path: str) -> tuple[_Tail, Stamp]:
     raise ValueError("the object kept changing while its footer was read")
 
 
-def verify_partition(
-    root: UPath | str, dataset: str, day: date, *, full: bool | None = None, stamp: Stamp | None = None
-) -> PartitionInfo:
+def verify_partition(root: UPath | str, dataset: str, day: date, *, full: bool | None = None, stamp: Stamp | None = None) -> PartitionInfo:
     """Check one stored partition and return what its footer says.
 
     Raises :class:`MissingPartitionError` when the file is not there and
@@ -853,7 +847,6 @@ def _trim_snapshots(folder: str) -> None:
 def _missing_text(missing: Sequence[date]) -> str:
     shown = ", ".join(d.isoformat() for d in missing[:10]) + (" ..." if len(missing) > 10 else "")
     return f"no partition for {len(missing)} day(s): {shown}"
-
 
 
 def symbol_enum(symbol_sets: Iterable[Iterable[str]]) -> pl.Enum:

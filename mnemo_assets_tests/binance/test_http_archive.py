@@ -321,7 +321,10 @@ def test_download_range_fetches_listed_days_only(server, mirror):
     seen = []
     archive = make_archive(server, mirror)
     files = archive.download_range(
-        "spot", ["BTCUSDT", "ETHUSDT"], D0 + timedelta(days=1), D0 + timedelta(days=10),
+        "spot",
+        ["BTCUSDT", "ETHUSDT"],
+        D0 + timedelta(days=1),
+        D0 + timedelta(days=10),
         progress=lambda done, total, f: seen.append((done, total, f.day)),
     )
     assert [f.day for f in files] == DAYS[1:]
@@ -413,8 +416,12 @@ def test_redirect_on_the_same_host_is_followed(server, remote, mirror):
 def test_hostile_pair_names_never_touch_disk_or_network(server, mirror, tmp_path, pair):
     before = sorted(p for p in tmp_path.rglob("*"))
     archive = make_archive(server, mirror)
-    for call in (lambda: archive.fetch("spot", pair, D0), lambda: archive.list_days("spot", pair),
-                 lambda: archive.recheck("spot", pair, D0, "klines"), lambda: LocalMirror(tmp_path).fetch("spot", pair, D0)):
+    for call in (
+        lambda: archive.fetch("spot", pair, D0),
+        lambda: archive.list_days("spot", pair),
+        lambda: archive.recheck("spot", pair, D0, "klines"),
+        lambda: LocalMirror(tmp_path).fetch("spot", pair, D0),
+    ):
         with pytest.raises(ValueError, match="bad pair name"):
             call()
     assert server.requests == []

@@ -30,13 +30,21 @@ def expected_rows(text: str, per_unit_us: int = 1000) -> list[dict]:
     """An independent reading of a spot klines CSV with the csv module."""
     out = []
     for r in csv.reader(text.splitlines()):
-        out.append({
-            "open_time": EPOCH + timedelta(microseconds=int(r[0]) * per_unit_us),
-            "open": float(r[1]), "high": float(r[2]), "low": float(r[3]), "close": float(r[4]),
-            "volume": float(r[5]), "quote_volume": float(r[7]), "count": int(r[8]),
-            "taker_buy_volume": float(r[9]), "taker_buy_quote_volume": float(r[10]),
-            "close_time": EPOCH + timedelta(microseconds=int(r[6]) * per_unit_us),
-        })
+        out.append(
+            {
+                "open_time": EPOCH + timedelta(microseconds=int(r[0]) * per_unit_us),
+                "open": float(r[1]),
+                "high": float(r[2]),
+                "low": float(r[3]),
+                "close": float(r[4]),
+                "volume": float(r[5]),
+                "quote_volume": float(r[7]),
+                "count": int(r[8]),
+                "taker_buy_volume": float(r[9]),
+                "taker_buy_quote_volume": float(r[10]),
+                "close_time": EPOCH + timedelta(microseconds=int(r[6]) * per_unit_us),
+            }
+        )
     return out
 
 
@@ -58,8 +66,9 @@ def test_real_klines_parse_row_by_row(path: Path):
     assert (df["open_time"].diff().drop_nulls() == timedelta(minutes=1)).all()
     assert ((df["close_time"] - df["open_time"]) == timedelta(seconds=59, milliseconds=999)).all()
     # spot klines: volume in ADA, quote volume in BTC (ADA at ~2.8e-5 BTC)
-    first = {"ADABTC-1m-2021-11-27.csv": (0.00002853, 36304.2, 1.03547608, 79),
-             "ADABTC-1m-2021-11-28.csv": (0.00002820, 85342.7, 2.40584425, 96)}[path.name]
+    first = {"ADABTC-1m-2021-11-27.csv": (0.00002853, 36304.2, 1.03547608, 79), "ADABTC-1m-2021-11-28.csv": (0.00002820, 85342.7, 2.40584425, 96)}[
+        path.name
+    ]
     assert (df["open"][0], df["volume"][0], df["quote_volume"][0], df["count"][0]) == first
 
 
@@ -111,8 +120,10 @@ def test_coin_m_volumes_become_base_and_usd():
         ("1637971200000,1,2,3\n", r"f\.csv: line 1 has 4 fields, expected 12"),
         ("open,close\n1,2\n", r"f\.csv: line 1 is neither a kline nor the klines header"),
         ("1637971200000,0.1,0.1,0.1,0.1,1,1637971259999,x,1,1,1,0\n", r"f\.csv: line 1 is malformed"),
-        ("1637971200000,0.1,0.1,0.1,0.1,1,1637971259999,1,1,1,1,0\n1637971260000000,0.1,0.1,0.1,0.1,1,1637971319999999,1,1,1,1,0\n",
-         r"f\.csv: times mix milliseconds and microseconds"),
+        (
+            "1637971200000,0.1,0.1,0.1,0.1,1,1637971259999,1,1,1,1,0\n1637971260000000,0.1,0.1,0.1,0.1,1,1637971319999999,1,1,1,1,0\n",
+            r"f\.csv: times mix milliseconds and microseconds",
+        ),
     ],
 )
 def test_bad_klines_are_clear_errors(text, match):
@@ -127,22 +138,27 @@ def trades(rows: list[tuple[str, float, float, bool]], first_id: int = 1) -> pl.
     """Normalised trades of one pair from (time, price, qty, is_buyer_maker)."""
     return pl.DataFrame(
         {
-            "symbol": ["ADA"] * len(rows), "peg_symbol": ["USDT"] * len(rows),
+            "symbol": ["ADA"] * len(rows),
+            "peg_symbol": ["USDT"] * len(rows),
             "trade_id": list(range(first_id, first_id + len(rows))),
-            "price": [r[1] for r in rows], "qty": [r[2] for r in rows],
+            "price": [r[1] for r in rows],
+            "qty": [r[2] for r in rows],
             "quote_qty": [float(Decimal(str(r[1])) * Decimal(str(r[2]))) for r in rows],
-            "time": [datetime.fromisoformat(r[0]) for r in rows], "is_buyer_maker": [r[3] for r in rows],
+            "time": [datetime.fromisoformat(r[0]) for r in rows],
+            "is_buyer_maker": [r[3] for r in rows],
         },
         schema=TRADES_SCHEMA,
     )
 
 
-T = trades([
-    ("2025-01-02T00:03:10", 0.5, 0.1, False),
-    ("2025-01-02T00:03:20", 0.7, 0.2, True),
-    ("2025-01-02T00:03:20", 0.4, 0.3, False),  # same time: order by trade id, so it closes the minute
-    ("2025-01-02T00:05:00.000250", 0.6, 1.0, True),
-])
+T = trades(
+    [
+        ("2025-01-02T00:03:10", 0.5, 0.1, False),
+        ("2025-01-02T00:03:20", 0.7, 0.2, True),
+        ("2025-01-02T00:03:20", 0.4, 0.3, False),  # same time: order by trade id, so it closes the minute
+        ("2025-01-02T00:05:00.000250", 0.6, 1.0, True),
+    ]
+)
 
 
 def test_minutes_start_at_the_first_trade_and_run_to_midnight():
@@ -203,9 +219,20 @@ def decimal_bars(csv_text: str, cols: dict[str, int], time_us: int) -> dict[int,
         minute = t - t % 60_000_000
         price, qty, quote = (Decimal(r[cols[k]]) for k in ("price", "qty", "quote"))
         buy = r[cols["bm"]].lower() == "false"
-        b = out.setdefault(minute, {"open": price, "high": price, "low": price, "close": price, "volume": Decimal(0),
-                                    "quote_volume": Decimal(0), "count": 0, "taker_buy_volume": Decimal(0),
-                                    "taker_buy_quote_volume": Decimal(0)})
+        b = out.setdefault(
+            minute,
+            {
+                "open": price,
+                "high": price,
+                "low": price,
+                "close": price,
+                "volume": Decimal(0),
+                "quote_volume": Decimal(0),
+                "count": 0,
+                "taker_buy_volume": Decimal(0),
+                "taker_buy_quote_volume": Decimal(0),
+            },
+        )
         b["high"], b["low"], b["close"] = max(b["high"], price), min(b["low"], price), price
         b["volume"] += qty
         b["quote_volume"] += quote
@@ -321,8 +348,11 @@ def test_synthetic_klines_bytes(arch):
 def test_synthetic_klines_match_a_decimal_oracle_of_the_trades_file(arch):
     """Bytes, not floats: the printed sums are the exact decimal sums of the printed trades."""
     day = date(2024, 12, 24)
-    for market, pair, cols in (("spot", "BTCUSDT", SPOT_COLS), ("um", "ETHUSDT", SPOT_COLS),
-                               ("cm", "BTCUSD_PERP", {"price": 1, "qty": 3, "quote": 2, "time": 4, "bm": 5})):
+    for market, pair, cols in (
+        ("spot", "BTCUSDT", SPOT_COLS),
+        ("um", "ETHUSDT", SPOT_COLS),
+        ("cm", "BTCUSD_PERP", {"price": 1, "qty": 3, "quote": 2, "time": 4, "bm": 5}),
+    ):
         oracle = decimal_bars(arch.csv_bytes(market, pair, day).decode(), cols, 1000)
         lines = [x.split(",") for x in zipped_csv(arch.klines_zip_bytes(market, pair, day)).splitlines() if x[0].isdigit()]
         seen = 0
@@ -340,7 +370,11 @@ def test_synthetic_klines_match_a_decimal_oracle_of_the_trades_file(arch):
                 assert (Decimal(f[9]), Decimal(f[10])) == (want["taker_buy_quote_volume"], want["taker_buy_volume"])
             else:
                 assert [Decimal(f[i]) for i in (5, 7, 9, 10)] == [
-                    want["volume"], want["quote_volume"], want["taker_buy_volume"], want["taker_buy_quote_volume"]]
+                    want["volume"],
+                    want["quote_volume"],
+                    want["taker_buy_volume"],
+                    want["taker_buy_quote_volume"],
+                ]
         assert seen == len(oracle) > 100
 
 
@@ -351,8 +385,9 @@ def test_synthetic_serves_klines_like_any_source(arch, tmp_path):
     assert got.path.parent.name == "1m" and got.path.parent.parent.name == "ETHUSDT"
     assert got.path.read_bytes() == arch.klines_zip_bytes("um", "ETHUSDT", date(2025, 1, 2))
     assert arch.list_days("um", "ETHUSDT", "klines") == arch.list_days("um", "ETHUSDT")
-    mirror = arch.write_mirror(tmp_path / "m", markets=("cm",), start=date(2025, 1, 1), end=date(2025, 1, 2),
-                               datasets=("trades", "klines"), workers=2)
+    mirror = arch.write_mirror(
+        tmp_path / "m", markets=("cm",), start=date(2025, 1, 1), end=date(2025, 1, 2), datasets=("trades", "klines"), workers=2
+    )
     for pair in arch.list_pairs("cm"):
         want = [d for d in arch.list_days("cm", pair) if date(2025, 1, 1) <= d <= date(2025, 1, 2)]
         assert want and mirror.list_days("cm", pair, "klines") == want == mirror.list_days("cm", pair)
@@ -365,4 +400,5 @@ def test_synthetic_klines_are_deterministic(arch, tmp_path):
     for market, pair, day in (("spot", "BTCUSDT", date(2025, 1, 3)), ("um", "ETHUSDT", START), ("cm", "BTCUSD_PERP", date(2024, 12, 28))):
         assert other.klines_zip_bytes(market, pair, day) == arch.klines_zip_bytes(market, pair, day)
     assert SyntheticArchive(tmp_path / "x", seed=8, n_pairs=20, trades_per_day=20_000, start=START, end=END).klines_zip_bytes(
-        "spot", "BTCUSDT", date(2025, 1, 3)) != arch.klines_zip_bytes("spot", "BTCUSDT", date(2025, 1, 3))
+        "spot", "BTCUSDT", date(2025, 1, 3)
+    ) != arch.klines_zip_bytes("spot", "BTCUSDT", date(2025, 1, 3))

@@ -32,7 +32,10 @@ def expected(path: Path, market: str) -> list[dict]:
         micros = t * 1000 if t < 10**14 else t
         out.append(
             {
-                "symbol": symbol, "peg_symbol": peg, "trade_id": int(r[0]), "price": float(r[1]),
+                "symbol": symbol,
+                "peg_symbol": peg,
+                "trade_id": int(r[0]),
+                "price": float(r[1]),
                 "qty": float(r[3]) if market == "cm" else float(r[2]),
                 "quote_qty": float(r[2]) * CONTRACT[symbol] if market == "cm" else float(r[3]),
                 "time": datetime(1970, 1, 1) + timedelta(microseconds=micros),
@@ -63,8 +66,14 @@ def test_documented_row_counts():
 def test_first_rows_by_hand():
     spot = read_trades_file(REALDATA / "spot/trades/BTCUSDT-trades-2024-08-08.partial.csv", "spot").row(0, named=True)
     assert spot == {
-        "symbol": "BTC", "peg_symbol": "USDT", "trade_id": 3735683259, "price": 61837.63, "qty": 0.02,
-        "quote_qty": 1236.7526, "time": datetime(2024, 8, 8, 23, 54, 15, 342000), "is_buyer_maker": True,
+        "symbol": "BTC",
+        "peg_symbol": "USDT",
+        "trade_id": 3735683259,
+        "price": 61837.63,
+        "qty": 0.02,
+        "quote_qty": 1236.7526,
+        "time": datetime(2024, 8, 8, 23, 54, 15, 342000),
+        "is_buyer_maker": True,
     }
     cm = read_trades_file(REALDATA / "futures/cm/trades/BTCUSD_PERP-trades-2024-08-08.partial.csv", "cm").row(0, named=True)
     # 4 contracts of 100 USD; base_qty 0.00647199 BTC
@@ -272,8 +281,9 @@ def test_non_finite_base_qty_of_coin_m(tmp_path):
         read_trades_file(path, "cm")
 
 
-@pytest.mark.parametrize("row", ["1,0,2,0,1723161600000,true", "1,-10.5,2,-21,1723161600000,true",
-                                 "1,10.5,0,0,1723161600000,true", "1,10.5,2,-21,1723161600000,true"])
+@pytest.mark.parametrize(
+    "row", ["1,0,2,0,1723161600000,true", "1,-10.5,2,-21,1723161600000,true", "1,10.5,0,0,1723161600000,true", "1,10.5,2,-21,1723161600000,true"]
+)
 def test_non_positive_values_are_rejected(tmp_path, row):
     path = make_zip(tmp_path, "BTCUSDT-trades-2024-08-09.zip", ROWS_UM + row.replace("1,", "3,", 1) + "\n")
     with pytest.raises(TradesParseError, match=r"price <= 0, qty <= 0 .* at line 3"):
@@ -320,6 +330,7 @@ def test_zip_member_must_be_this_pair_and_day(tmp_path, member, match):
 
 
 def test_partial_member_name_is_the_same_file(tmp_path):
-    path = zip_with_member(tmp_path / "BTCUSDT-trades-2024-08-09.zip", "BTCUSDT-trades-2024-08-09.partial.csv",
-                           "1,10.5,2,21,1723161600000,True,True\n")
+    path = zip_with_member(
+        tmp_path / "BTCUSDT-trades-2024-08-09.zip", "BTCUSDT-trades-2024-08-09.partial.csv", "1,10.5,2,21,1723161600000,True,True\n"
+    )
     assert read_trades_file(path, "spot").height == 1

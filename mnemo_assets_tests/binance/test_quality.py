@@ -70,9 +70,7 @@ def spot_rows(ids, times=None, prices=None, sides=None) -> str:
     times = times or [T0 + 1000 * k for k in range(len(ids))]
     prices = prices or [100.0 + (k % 7) for k in range(len(ids))]
     sides = sides or [k % 3 == 0 for k in range(len(ids))]
-    return "".join(
-        f"{i},{p},0.5,{p * 0.5},{t},{s},True\n" for i, t, p, s in zip(ids, times, prices, sides, strict=True)
-    )
+    return "".join(f"{i},{p},0.5,{p * 0.5},{t},{s},True\n" for i, t, p, s in zip(ids, times, prices, sides, strict=True))
 
 
 def read_one(root: Path, text: str, market: str = "spot", pair: str = "BTCUSDT", day: date = D, member: str | None = None):
@@ -95,8 +93,13 @@ def read_one(root: Path, text: str, market: str = "spot", pair: str = "BTCUSDT",
     ],
 )
 def test_empty_file_is_recorded_and_never_ordinary_data(tmp_path, market, pair, text, header):
-    put(tmp_path, market, "ETHUSDT" if market != "cm" else "ETHUSD_PERP", D,
-        spot_rows([1]) if market == "spot" else UM_HEADER.replace("quote", "base" if market == "cm" else "quote") + f"\n1,10,1,1,{T0},true\n")
+    put(
+        tmp_path,
+        market,
+        "ETHUSDT" if market != "cm" else "ETHUSD_PERP",
+        D,
+        spot_rows([1]) if market == "spot" else UM_HEADER.replace("quote", "base" if market == "cm" else "quote") + f"\n1,10,1,1,{T0},true\n",
+    )
     pd = read_one(tmp_path, text, market, pair)
     assert pd.status == "empty" and not pd.publishable
     assert (pd.row["rows_read"], pd.row["rows_kept"], pd.row["header"]) == (0, 0, header)
@@ -184,8 +187,15 @@ def test_far_out_of_day_times_never_crash_the_message(tmp_path):
     assert pd.status == "rejected" and pd.row["out_of_day_rows"] == 1 and "5000-01-01" in pd.blocking[0]
 
 
-@pytest.mark.parametrize("n,side,status", [(CONSTANT_SIDE_MIN_TRADES, True, "degraded"), (CONSTANT_SIDE_MIN_TRADES + 5, False, "degraded"),
-                                           (5, True, "ok"), (CONSTANT_SIDE_MIN_TRADES, None, "ok")])
+@pytest.mark.parametrize(
+    "n,side,status",
+    [
+        (CONSTANT_SIDE_MIN_TRADES, True, "degraded"),
+        (CONSTANT_SIDE_MIN_TRADES + 5, False, "degraded"),
+        (5, True, "ok"),
+        (CONSTANT_SIDE_MIN_TRADES, None, "ok"),
+    ],
+)
 def test_constant_taker_side_is_flagged(tmp_path, n, side, status):
     sides = [k % 2 == 0 for k in range(n)] if side is None else [side] * n
     pd = read_one(tmp_path, spot_rows(range(n), times=[T0 + k for k in range(n)], sides=sides))
@@ -203,8 +213,16 @@ def test_clean_trades_are_sorted_by_time_then_id(tmp_path):
 # ---------------------------------------------------------------- unreadable files
 
 
-@pytest.mark.parametrize("member", ["ETHUSDT-trades-2024-08-09.csv", "BTCUSDT-trades-2024-08-08.csv", "../x.csv",
-                                    "/etc/BTCUSDT-trades-2024-08-09.csv", "a\\BTCUSDT-trades-2024-08-09.csv"])
+@pytest.mark.parametrize(
+    "member",
+    [
+        "ETHUSDT-trades-2024-08-09.csv",
+        "BTCUSDT-trades-2024-08-08.csv",
+        "../x.csv",
+        "/etc/BTCUSDT-trades-2024-08-09.csv",
+        "a\\BTCUSDT-trades-2024-08-09.csv",
+    ],
+)
 def test_wrong_zip_member_is_rejected(tmp_path, member):
     pd = read_one(tmp_path, spot_rows([1]), member=member)
     assert pd.status == "rejected" and isinstance(pd.error, WrongMemberError)
@@ -267,11 +285,25 @@ def test_source_attributes_and_republished_file(tmp_path):
     path = put(tmp_path, "spot", "BTCUSDT", D, spot_rows([1, 2]))
     plain = read_pair_day(LocalMirror(tmp_path).fetch("spot", "BTCUSDT", D), ["USDT"])
     assert (plain.row["source"], plain.row["file_size"], plain.row["etag"]) == (str(path), path.stat().st_size, None)
-    f = HttpFile("spot", "BTCUSDT", D, path, "a" * 64, url="https://x/BTCUSDT.zip", size=123, etag='"e"',
-                 last_modified="Sat, 10 Aug 2024 08:00:00 GMT", previous_sha256="b" * 64)
+    f = HttpFile(
+        "spot",
+        "BTCUSDT",
+        D,
+        path,
+        "a" * 64,
+        url="https://x/BTCUSDT.zip",
+        size=123,
+        etag='"e"',
+        last_modified="Sat, 10 Aug 2024 08:00:00 GMT",
+        previous_sha256="b" * 64,
+    )
     pd = read_pair_day(f, ["USDT"])
     assert (pd.row["source"], pd.row["file_size"], pd.row["etag"], pd.row["last_modified"]) == (
-        "https://x/BTCUSDT.zip", 123, '"e"', "Sat, 10 Aug 2024 08:00:00 GMT")
+        "https://x/BTCUSDT.zip",
+        123,
+        '"e"',
+        "Sat, 10 Aug 2024 08:00:00 GMT",
+    )
     assert pd.status == "degraded" and pd.row["reasons"] == [f"previous_sha256: the archive re-published the file (sha256 was {'b' * 64})"]
 
 
@@ -313,8 +345,7 @@ def statuses(plan) -> dict[str, str]:
 
 def test_plan_classifies_every_configured_pair(mirror):
     plan = plan_day(mirror, "spot", ["USDT"], DAYS[2])
-    assert statuses(plan) == {"AAAUSDT": "present", "BBBUSDT": "missing", "CCCUSDT": "present",
-                              "DDDUSDT": "delisted", "EEEUSDT": "present"}
+    assert statuses(plan) == {"AAAUSDT": "present", "BBBUSDT": "missing", "CCCUSDT": "present", "DDDUSDT": "delisted", "EEEUSDT": "present"}
     evidence = {p.pair: p.evidence for p in plan.pairs}
     assert evidence["BBBUSDT"] == f"a hole: files on {DAYS[1]} and {DAYS[3]} but not on {DAYS[2]}"
     assert evidence["DDDUSDT"].startswith(f"after its last file ({DAYS[1]}")
@@ -331,8 +362,10 @@ def test_a_pair_stored_before_is_missing_on_its_first_or_last_listed_day(mirror)
     """Re-running a day must not drop a pair because the archive lost its first or last file."""
     plan = plan_day(mirror, "spot", ["USDT"], DAYS[1], expected_pairs=["CCCUSDT", "AAAUSDT"])
     assert statuses(plan)["CCCUSDT"] == "missing"
-    assert "stored for 2024-08-06 before, but the archive has no file for it (before its first file (2024-08-07))" in (
-        {p.pair: p.evidence for p in plan.pairs}["CCCUSDT"])
+    assert (
+        "stored for 2024-08-06 before, but the archive has no file for it (before its first file (2024-08-07))"
+        in ({p.pair: p.evidence for p in plan.pairs}["CCCUSDT"])
+    )
     plan = plan_day(mirror, "spot", ["USDT"], DAYS[3], expected_pairs=[("DDD", "USDT")])
     assert statuses(plan)["DDDUSDT"] == "missing"
     with pytest.raises(MissingDayError, match="DDDUSDT"):
@@ -506,11 +539,16 @@ def id_rows(draw):
         if rows and draw(st.integers(0, 3)) == 0:
             rows.append(draw(st.sampled_from(rows)))  # an identical duplicate
         else:
-            rows.append((
-                draw(st.one_of(st.integers(0, 30), st.integers(10**12, 10**12 + 5))),
-                draw(st.sampled_from([1.0, 2.0, 2.5])), 1.0, 1.0,
-                draw(st.integers(0, 4)) * 1000, draw(st.booleans()),
-            ))
+            rows.append(
+                (
+                    draw(st.one_of(st.integers(0, 30), st.integers(10**12, 10**12 + 5))),
+                    draw(st.sampled_from([1.0, 2.0, 2.5])),
+                    1.0,
+                    1.0,
+                    draw(st.integers(0, 4)) * 1000,
+                    draw(st.booleans()),
+                )
+            )
     return rows
 
 
@@ -518,18 +556,31 @@ def id_rows(draw):
 @given(rows=id_rows(), max_ranges=st.integers(1, 5))
 def test_clean_trades_matches_the_loop_oracle(rows, max_ranges):
     frame = pl.DataFrame(
-        {"symbol": ["X"] * len(rows), "peg_symbol": ["USDT"] * len(rows),
-         "trade_id": [r[0] for r in rows], "price": [r[1] for r in rows], "qty": [r[2] for r in rows],
-         "quote_qty": [r[3] for r in rows],
-         "time": [datetime(2024, 8, 9) + timedelta(microseconds=r[4]) for r in rows],
-         "is_buyer_maker": [r[5] for r in rows]},
+        {
+            "symbol": ["X"] * len(rows),
+            "peg_symbol": ["USDT"] * len(rows),
+            "trade_id": [r[0] for r in rows],
+            "price": [r[1] for r in rows],
+            "qty": [r[2] for r in rows],
+            "quote_qty": [r[3] for r in rows],
+            "time": [datetime(2024, 8, 9) + timedelta(microseconds=r[4]) for r in rows],
+            "is_buyer_maker": [r[5] for r in rows],
+        },
         schema=TRADES_SCHEMA,
     )
     clean, facts = clean_trades(frame, first_line=1, max_ranges=max_ranges)
     want = oracle(rows)
-    got = [(r["trade_id"], r["price"], r["qty"], r["quote_qty"],
-            int((r["time"] - datetime(2024, 8, 9)) / timedelta(microseconds=1)), r["is_buyer_maker"])
-           for r in clean.iter_rows(named=True)]
+    got = [
+        (
+            r["trade_id"],
+            r["price"],
+            r["qty"],
+            r["quote_qty"],
+            int((r["time"] - datetime(2024, 8, 9)) / timedelta(microseconds=1)),
+            r["is_buyer_maker"],
+        )
+        for r in clean.iter_rows(named=True)
+    ]
     assert sorted(got) == sorted(want["kept"])
     assert [(r[4], r[0]) for r in got] == [(r[4], r[0]) for r in want["kept"]]  # sorted by (time, id)
     assert (facts.rows_read, facts.rows_kept, facts.duplicates_dropped) == (len(rows), len(want["kept"]), want["dropped"])

@@ -135,8 +135,7 @@ def test_units_are_the_exact_decimals(values):
         assert [Decimal(int(a)) + Decimal(int(b)).scaleb(-12) for a, b in zip(w, f, strict=True)] == fine
 
 
-@given(st.lists(st.tuples(st.integers(1, 10**9), st.sampled_from([0, 2, 5, 8, 9, 10]), st.booleans(), st.integers(0, 3)),
-                min_size=1, max_size=60))
+@given(st.lists(st.tuples(st.integers(1, 10**9), st.sampled_from([0, 2, 5, 8, 9, 10]), st.booleans(), st.integers(0, 3)), min_size=1, max_size=60))
 @settings(max_examples=300, deadline=None)
 def test_minute_sums_are_exact_decimal_sums(rows):
     """Per-minute sums (the int64 fast path and the whole/fraction route) equal Decimal sums of
@@ -167,15 +166,19 @@ def test_units_of_big_and_whole_values():
 
 def test_trade_minutes_agree_with_minute_bars_on_traded_minutes(mirror):
     arch, _ = mirror
-    for market, pair, day in (("spot", "SHIBUSDT", date(2025, 1, 1)), ("um", "BTCUSDT", date(2024, 12, 28)),
-                              ("cm", "ETHUSD_PERP", date(2024, 12, 30))):
+    for market, pair, day in (
+        ("spot", "SHIBUSDT", date(2025, 1, 1)),
+        ("um", "BTCUSDT", date(2024, 12, 28)),
+        ("cm", "ETHUSD_PERP", date(2024, 12, 30)),
+    ):
         t = arch.normalised_trades(market, pair, day)
         got = trade_minutes(t)
         exact, _ = _exact_bars(t, None, None, None, None)
         exact = exact.filter(pl.col("count") > 0)
         assert got.height == exact.height
         assert got.select("open_time", "open", "high", "low", "close", "count").equals(
-            exact.select("open_time", "open", "high", "low", "close", "count"))
+            exact.select("open_time", "open", "high", "low", "close", "count")
+        )
         for c in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
             ours = [Decimal(int(a)) + Decimal(int(b)).scaleb(-12) for a, b in zip(got[f"{c}_w"], got[f"{c}_f"], strict=True)]
             assert ours == exact[c].to_list(), c
@@ -198,12 +201,10 @@ def test_the_volume_the_trades_file_rounds_gets_half_a_unit_per_trade():
     t = trades([("2025-01-02T00:00:10", 1.0, 0.1, False), ("2025-01-02T00:00:20", 1.0, 0.2, False)])
     k = minute_bars(t, end=datetime(2025, 1, 2, 0, 1))
     for delta, ok in ((1.4e-8, True), (1.6e-8, False)):  # 2 trades: 0.5 + 2 × 0.5 units
-        got = reconcile(t, k.with_columns(pl.col("quote_volume") + delta, pl.col("taker_buy_quote_volume") + delta),
-                        market="spot")
+        got = reconcile(t, k.with_columns(pl.col("quote_volume") + delta, pl.col("taker_buy_quote_volume") + delta), market="spot")
         assert (got["klines_status"] == "ok") is ok, delta
     # COIN-M: the base volume is the rounded one, the quote (contracts × size) is exact
-    assert reconcile(t, k.with_columns(pl.col("volume") + 1.4e-8, pl.col("taker_buy_volume") + 1.4e-8),
-                     market="cm")["klines_status"] == "ok"
+    assert reconcile(t, k.with_columns(pl.col("volume") + 1.4e-8, pl.col("taker_buy_volume") + 1.4e-8), market="cm")["klines_status"] == "ok"
     assert reconcile(t, k.with_columns(pl.col("quote_volume") + 1e-8), market="cm")["klines_problems"] == ["volumes"]
 
 
@@ -274,8 +275,13 @@ def test_batch_parse_equals_one_file_at_a_time(mirror):
 
 def test_batch_parse_names_each_bad_file_and_keeps_the_others():
     real = [(p.read_bytes(), "ADABTC", str(p)) for p in KLINES]
-    micros = "\n".join(",".join([str(int(r[0]) * 1000), *r[1:6], str(int(r[6]) * 1000 + 999), *r[7:]])
-                       for r in (x.split(",") for x in KLINES[0].read_text().splitlines())) + "\n"
+    micros = (
+        "\n".join(
+            ",".join([str(int(r[0]) * 1000), *r[1:6], str(int(r[6]) * 1000 + 999), *r[7:]])
+            for r in (x.split(",") for x in KLINES[0].read_text().splitlines())
+        )
+        + "\n"
+    )
     bad = [(b"1637971200000,1,2,3\n", "ADABTC", "bad.csv"), (micros.encode(), "ADABTC", "us.csv"), (b"", "ADABTC", "empty.csv")]
     batch, errors = parse_klines_batch([real[0], bad[0], real[1], bad[1], bad[2]], "spot")
     assert list(errors) == [1] and "bad.csv: line 1 has 4 fields" in str(errors[1])

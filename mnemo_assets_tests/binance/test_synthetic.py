@@ -57,8 +57,14 @@ def _pairs_on(arch: SyntheticArchive, market: str, day: date) -> list[str]:
 
 def test_same_seed_gives_identical_bytes(arch, tmp_path):
     other = SyntheticArchive(tmp_path, **KW)
-    cases = [("spot", "BTCUSDT", D2024), ("spot", "BTCUSDC", D2025), ("spot", "SHIBUSDT", D2025),
-             ("um", "ETHUSDT", D2024), ("cm", "BTCUSD_PERP", D2025), ("cm", "ETHUSD_PERP", D2024)]
+    cases = [
+        ("spot", "BTCUSDT", D2024),
+        ("spot", "BTCUSDC", D2025),
+        ("spot", "SHIBUSDT", D2025),
+        ("um", "ETHUSDT", D2024),
+        ("cm", "BTCUSD_PERP", D2025),
+        ("cm", "ETHUSD_PERP", D2024),
+    ]
     for market, pair, day in cases:
         a, b = arch.zip_bytes(market, pair, day), other.zip_bytes(market, pair, day)
         assert a == b, (market, pair, day)
@@ -97,9 +103,7 @@ def test_checksum_and_zip_layout(arch):
 
 @pytest.mark.parametrize(("day", "digits"), [(D2024, 13), (D2025, 16)])
 def test_spot_format(arch, day, digits):
-    line_re = re.compile(
-        rf"^(\d+),(\d+\.\d{{8}}),(\d+\.\d{{8}}),(\d+\.\d{{8}}),(\d{{{digits}}}),(True|False),True$"
-    )
+    line_re = re.compile(rf"^(\d+),(\d+\.\d{{8}}),(\d+\.\d{{8}}),(\d+\.\d{{8}}),(\d{{{digits}}}),(True|False),True$")
     for pair in ("BTCUSDT", "SHIBUSDT", "ETHUSDC"):
         _, raw = _csv(arch.zip_bytes("spot", pair, day))
         assert raw.endswith(b"\n") and b"\r" not in raw
@@ -219,8 +223,7 @@ def test_listing_and_delisting(arch):
     # the first listed day is a partial day, and its first trade id is 0
     df = arch.normalised_trades("spot", pair, first)
     assert df["trade_id"][0] == 0
-    assert df["time"].min() >= datetime.combine(first, datetime.min.time()) + timedelta(
-        hours=arch.pair_info("spot", pair).open_hour)
+    assert df["time"].min() >= datetime.combine(first, datetime.min.time()) + timedelta(hours=arch.pair_info("spot", pair).open_hour)
 
 
 # ---------------------------------------------------------------- model invariants
@@ -229,8 +232,7 @@ def test_listing_and_delisting(arch):
 @pytest.fixture(scope="module")
 def spot_days(arch) -> dict[date, pl.DataFrame]:
     days = [D2024 + timedelta(k) for k in range(3)]
-    return {d: pl.concat([arch.normalised_trades("spot", p, d).with_columns(pair=pl.lit(p))
-                          for p in _pairs_on(arch, "spot", d)]) for d in days}
+    return {d: pl.concat([arch.normalised_trades("spot", p, d).with_columns(pair=pl.lit(p)) for p in _pairs_on(arch, "spot", d)]) for d in days}
 
 
 def test_ids_contiguous_and_times_in_day(spot_days):
@@ -375,8 +377,7 @@ def check_file(arch: SyntheticArchive, market: str, pair: str, day: date) -> int
 def test_tiny_price_day_that_overflowed_is_valid(tmp_path):
     """Seed 7, 50 pairs, 200k trades a day from 2024-12-01 (the embedded default) wrote negative
     PEPE quantities on 2025-03-29: 3.6e11 whole PEPE became 3.6e19 units of 1e-8 in an int64."""
-    arch = SyntheticArchive(tmp_path, seed=7, n_pairs=50, trades_per_day=200_000, start=date(2024, 12, 1),
-                            end=date(2025, 3, 29))
+    arch = SyntheticArchive(tmp_path, seed=7, n_pairs=50, trades_per_day=200_000, start=date(2024, 12, 1), end=date(2025, 3, 29))
     assert arch.pair_info("spot", "PEPEUSDT").qty_exp == 0
     day = date(2025, 3, 29)
     assert check_file(arch, "spot", "PEPEUSDT", day) > 1000
@@ -397,8 +398,9 @@ class ExtremeArchive(SyntheticArchive):
 
 
 def test_extreme_prices_and_sizes_are_valid(tmp_path):
-    arch = ExtremeArchive(tmp_path, seed=3, n_pairs=6, trades_per_day=20_000, pegs=("USDT",), start=date(2024, 12, 20),
-                          end=date(2025, 2, 1), n_um_pairs=6)
+    arch = ExtremeArchive(
+        tmp_path, seed=3, n_pairs=6, trades_per_day=20_000, pegs=("USDT",), start=date(2024, 12, 20), end=date(2025, 2, 1), n_um_pairs=6
+    )
     for day in (date(2024, 12, 31), date(2025, 1, 1), date(2025, 1, 31)):
         for market in ("spot", "um"):
             for pair in _pairs_on(arch, market, day):
@@ -422,13 +424,17 @@ def test_prices_stay_within_a_hundredfold_of_their_reference(tmp_path):
 def test_every_generated_file_is_valid(tmp_path_factory, seed, offset, n_pairs):
     start = date(2024, 12, 1)
     day = start + timedelta(days=offset)
-    arch = SyntheticArchive(tmp_path_factory.mktemp("prop"), seed=seed, n_pairs=n_pairs, trades_per_day=4_000,
-                            start=start, end=day + timedelta(days=1))
+    arch = SyntheticArchive(
+        tmp_path_factory.mktemp("prop"), seed=seed, n_pairs=n_pairs, trades_per_day=4_000, start=start, end=day + timedelta(days=1)
+    )
     for market in ("spot", "um", "cm"):
         for pair in _pairs_on(arch, market, day)[:8]:
             check_file(arch, market, pair, day)
-            ids_before = arch.normalised_trades(market, pair, day - timedelta(days=1))["trade_id"] \
-                if day - timedelta(days=1) in arch.list_days(market, pair) else None
+            ids_before = (
+                arch.normalised_trades(market, pair, day - timedelta(days=1))["trade_id"]
+                if day - timedelta(days=1) in arch.list_days(market, pair)
+                else None
+            )
             if ids_before is not None:  # ids continue across days
                 assert arch.normalised_trades(market, pair, day)["trade_id"][0] == ids_before[-1] + 1
 
@@ -456,7 +462,8 @@ def test_a_large_day_is_valid_and_passes_the_grid_checks(tmp_path):
     trades = pl.concat(frames)
     assert trades.height > 3_000_000
     bad = trades.select(
-        (pl.col("price") <= 0).sum().alias("price"), (pl.col("qty") <= 0).sum().alias("qty"),
+        (pl.col("price") <= 0).sum().alias("price"),
+        (pl.col("qty") <= 0).sum().alias("qty"),
         (pl.col("quote_qty") <= 0).sum().alias("quote"),
         ((pl.col("quote_qty") / (pl.col("price") * pl.col("qty")) - 1).abs() > 1e-12).sum().alias("product"),
     ).row(0)

@@ -15,9 +15,7 @@ TRADES = AssetKey(["binance", "spot", "spot_trades"])
 QUALITY = AssetKey(["binance", "spot", "spot_quality"])
 GRID5, GRID10 = AssetKey(P + ["spot_usdt_grid_5s"]), AssetKey(P + ["spot_usdt_grid_10m"])
 RET = AssetKey(P + ["spot_usdt_ret_10m"])
-IPART, RPART, META = (
-    AssetKey(P + ["spot_usdt_ipart_1h"]), AssetKey(P + ["spot_usdt_rpart_1h"]), AssetKey(P + ["spot_usdt_meta_1h"])
-)
+IPART, RPART, META = (AssetKey(P + ["spot_usdt_ipart_1h"]), AssetKey(P + ["spot_usdt_rpart_1h"]), AssetKey(P + ["spot_usdt_meta_1h"]))
 FIRST = date(2025, 1, 1)
 
 
@@ -76,8 +74,12 @@ def chain(newest: str, before: str) -> dict[str, set[str]]:
     """What runs after the newest day's trades, in the same run (Dagster orders the steps):
     same-day assets of the newest day, and returns → partials → metadata of the day before."""
     return {
-        u(GRID5): {newest}, u(GRID10): {newest}, u(IPART): {newest},
-        u(RET): {before}, u(RPART): {before}, u(META): {before},
+        u(GRID5): {newest},
+        u(GRID10): {newest},
+        u(IPART): {newest},
+        u(RET): {before},
+        u(RPART): {before},
+        u(META): {before},
     }
 
 
@@ -124,6 +126,8 @@ def test_metadata_waits_for_every_day_of_its_window(world):
 
 def test_automation_sensor_can_be_switched_off(data_root):
     on = build_definitions(small_settings(data_root))
-    off = build_definitions(small_settings(data_root).model_copy(update={"automation": small_settings(data_root).automation.model_copy(update={"enabled": False})}))
+    off = build_definitions(
+        small_settings(data_root).model_copy(update={"automation": small_settings(data_root).automation.model_copy(update={"enabled": False})})
+    )
     assert on.resolve_sensor_def("mnemo_daily").default_status.value == "RUNNING"
     assert off.resolve_sensor_def("mnemo_daily").default_status.value == "STOPPED"

@@ -17,9 +17,17 @@ DAYS = [date(2024, 12, 1) + timedelta(days=k) for k in range(3)]
 
 def ui_backfill(instance, graph, keys, days) -> str:
     backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id="uiform", asset_graph=graph, partition_names=[d.isoformat() for d in days], asset_selection=list(keys),
-        backfill_timestamp=time.time(), tags={"dagster/from_ui": "true"}, dynamic_partitions_store=instance,
-        all_partitions=False, title=None, description=None, run_config=None,
+        backfill_id="uiform",
+        asset_graph=graph,
+        partition_names=[d.isoformat() for d in days],
+        asset_selection=list(keys),
+        backfill_timestamp=time.time(),
+        tags={"dagster/from_ui": "true"},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
     )
     instance.add_backfill(backfill)
     return backfill.backfill_id
@@ -68,6 +76,8 @@ def test_asset_days_the_daemon_already_requested_are_never_removed(data_root):
     ret = returns_key("spot", "USDT", "10m")
     # pretend the daemon already requested the (waiting) returns of the last day
     requested = data.target_subset.filter_asset_keys({ret})
-    instance.update_backfill(backfill.with_asset_backfill_data(data._replace(requested_subset=requested), dynamic_partitions_store=instance, asset_graph=graph))
+    instance.update_backfill(
+        backfill.with_asset_backfill_data(data._replace(requested_subset=requested), dynamic_partitions_store=instance, asset_graph=graph)
+    )
     apply_plan(instance, backfill_id, graph, settings.data_root, settings.start_date)
     assert DAYS[-1] in target(instance, graph, backfill_id)[ret]

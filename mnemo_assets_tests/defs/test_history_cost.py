@@ -31,12 +31,18 @@ def _trades(symbol: str, day: date, n: int, seed: int) -> pl.DataFrame:
     t0 = datetime(day.year, day.month, day.day)
     # trades every ~7 min from 00:03, the last at a symbol-specific time (stale marks differ)
     times = [t0 + timedelta(minutes=3 + 7 * k, seconds=seed) for k in range(n)]
-    return pl.DataFrame({
-        "symbol": symbol, "peg_symbol": "USDT", "trade_id": list(range(n)),
-        "price": [100.0 + seed + 0.1 * k for k in range(n)], "qty": [1.0 + (k % 3) for k in range(n)],
-        "quote_qty": [(100.0 + seed + 0.1 * k) * (1.0 + (k % 3)) for k in range(n)],
-        "time": times, "is_buyer_maker": [k % 2 == 0 for k in range(n)],
-    })
+    return pl.DataFrame(
+        {
+            "symbol": symbol,
+            "peg_symbol": "USDT",
+            "trade_id": list(range(n)),
+            "price": [100.0 + seed + 0.1 * k for k in range(n)],
+            "qty": [1.0 + (k % 3) for k in range(n)],
+            "quote_qty": [(100.0 + seed + 0.1 * k) * (1.0 + (k % 3)) for k in range(n)],
+            "time": times,
+            "is_buyer_maker": [k % 2 == 0 for k in range(n)],
+        }
+    )
 
 
 #: which symbols trade on which day: AAA every day; BBB on day 1, then again on days 9-11 (a
@@ -98,8 +104,9 @@ def test_returns_with_stale_carry_in_equal_one_computation_and_read_no_history(g
     d = build_definitions(settings)
     day = DAYS[9]  # BBB relisted (its mark is from day 1), CCC listed the next day
     tags = {"dagster/asset_partition_range_start": day.isoformat(), "dagster/asset_partition_range_end": day.isoformat()}
-    result = materialize(list(d.assets), selection=[RET], tags=tags, resources=d.resources,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = materialize(
+        list(d.assets), selection=[RET], tags=tags, resources=d.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert result.success
     verified = {_day_of(p) for p in hashed if GRID in p}
     full = gridded_returns(scan_days(grid_store, GRID, DAYS).collect(), day, day + timedelta(days=1), "10m")

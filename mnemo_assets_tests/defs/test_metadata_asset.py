@@ -26,8 +26,11 @@ def settings_for(root, **meta):
 
 
 NAMES = {
-    "trades": trades_key("spot"), "quality": quality_key("spot"), "grid_5s": grid_key("spot", "USDT", "5s"),
-    "returns_10m": returns_key("spot", "USDT", "10m"), "metadata_1h": metadata_key("spot", "USDT", "1h"),
+    "trades": trades_key("spot"),
+    "quality": quality_key("spot"),
+    "grid_5s": grid_key("spot", "USDT", "5s"),
+    "returns_10m": returns_key("spot", "USDT", "10m"),
+    "metadata_1h": metadata_key("spot", "USDT", "1h"),
     "metadata_1h_index_partials": partials_key("spot", "USDT", "1h", "index"),
     "metadata_1h_returns_partials": partials_key("spot", "USDT", "1h", "returns"),
 }
@@ -40,8 +43,7 @@ def key(name: str) -> AssetKey:
 def mat(settings, keys, lo, hi, instance):
     d = build_definitions(settings)
     tags = {"dagster/asset_partition_range_start": lo, "dagster/asset_partition_range_end": hi}
-    return materialize(list(d.assets), selection=[key(k) for k in keys],
-                       tags=tags, resources=d.resources, instance=instance, raise_on_error=False)
+    return materialize(list(d.assets), selection=[key(k) for k in keys], tags=tags, resources=d.resources, instance=instance, raise_on_error=False)
 
 
 def build_chain(settings, instance, last="2024-12-06"):
@@ -61,9 +63,7 @@ def test_metadata_partitions_equal_one_pass_over_all_days(data_root):
     assert r1.success and r2.success
     checks = r1.get_asset_check_evaluations() + r2.get_asset_check_evaluations()
     assert all(c.passed for c in checks)
-    assert {(c.check_name, c.partition) for c in checks if c.partition} == {
-        ("invariants", d) for d in ("2024-12-03", "2024-12-04", "2024-12-05")
-    }
+    assert {(c.check_name, c.partition) for c in checks if c.partition} == {("invariants", d) for d in ("2024-12-03", "2024-12-04", "2024-12-05")}
     days = existing_days(data_root, grid_dataset("spot", "5s", "USDT"))
     grid = scan_days(data_root, grid_dataset("spot", "5s", "USDT"), days)
     rets = scan_days(data_root, returns_dataset("spot", "10m", "USDT"), existing_days(data_root, returns_dataset("spot", "10m", "USDT")))
@@ -93,5 +93,10 @@ def test_user_spec_from_configuration_with_raw_inputs(data_root):
 
 def test_changing_the_spec_changes_the_code_version(data_root):
     a = build_definitions(settings_for(data_root)).resolve_asset_graph().get(key("metadata_1h")).code_version
-    b = build_definitions(settings_for(data_root, spec="mnemo_assets_tests.user_spec:spec")).resolve_asset_graph().get(key("metadata_1h")).code_version
+    b = (
+        build_definitions(settings_for(data_root, spec="mnemo_assets_tests.user_spec:spec"))
+        .resolve_asset_graph()
+        .get(key("metadata_1h"))
+        .code_version
+    )
     assert a != b

@@ -23,10 +23,16 @@ def run(settings, instance=None, selection=None, **kwargs):
     """Materialize in process; by default trades and grids only (returns need D+1)."""
     d = build_definitions(settings)
     if selection is None:
-        selection = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[-1].endswith(("_trades", "_quality")) or "_grid_" in k.path[-1]]
+        selection = [
+            k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[-1].endswith(("_trades", "_quality")) or "_grid_" in k.path[-1]
+        ]
     return materialize(
-        list(d.assets), selection=selection, resources=d.resources, instance=instance or DagsterInstance.ephemeral(),
-        raise_on_error=False, **kwargs,
+        list(d.assets),
+        selection=selection,
+        resources=d.resources,
+        instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        **kwargs,
     )
 
 
@@ -150,7 +156,11 @@ def test_a_failing_check_fails_the_step_and_blocks_downstream(settings, data_roo
 
     monkeypatch.setattr(grid_defs, "grid_checks", broken)
     d = build_definitions(settings)
-    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] == "spot" and k.path[-1].endswith(("_trades", "_quality", "_usdt_grid_5s", "_usdt_ret_10m"))]
+    keys = [
+        k
+        for k in d.resolve_asset_graph().get_all_asset_keys()
+        if k.path[1] == "spot" and k.path[-1].endswith(("_trades", "_quality", "_usdt_grid_5s", "_usdt_ret_10m"))
+    ]
     tags = {"dagster/asset_partition_range_start": "2024-12-01", "dagster/asset_partition_range_end": "2024-12-03"}
     result = materialize(list(d.assets), selection=keys, tags=tags, resources=d.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success

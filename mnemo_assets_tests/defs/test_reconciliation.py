@@ -33,7 +33,9 @@ def settings_for(root: Path, blocking: bool = False, enabled: bool = True, **sou
     src = {"kind": "synthetic", "synthetic": SyntheticSettings(seed=SEED, n_pairs=N_PAIRS, trades_per_day=TPD, start=GEN_START)}
     src.update(source)
     return Settings(
-        data_root=str(root), start_date=GEN_START, source=SourceSettings(**src),
+        data_root=str(root),
+        start_date=GEN_START,
+        source=SourceSettings(**src),
         markets={m: MarketSettings(pegs=p) for m, p in MARKETS.items()},
         reconciliation=ReconciliationSettings(enabled=enabled, blocking=blocking),
     )
@@ -41,10 +43,8 @@ def settings_for(root: Path, blocking: bool = False, enabled: bool = True, **sou
 
 def run(settings: Settings, markets=("spot", "um", "cm"), **kwargs):
     d = build_definitions(settings)
-    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys()
-            if k.path[1] in markets and k.path[-1].endswith(("_trades", "_quality"))]
-    return materialize(list(d.assets), selection=keys, resources=d.resources, instance=DagsterInstance.ephemeral(),
-                       raise_on_error=False, **kwargs)
+    keys = [k for k in d.resolve_asset_graph().get_all_asset_keys() if k.path[1] in markets and k.path[-1].endswith(("_trades", "_quality"))]
+    return materialize(list(d.assets), selection=keys, resources=d.resources, instance=DagsterInstance.ephemeral(), raise_on_error=False, **kwargs)
 
 
 def ledger(root: Path, market: str, day: date) -> pl.DataFrame:
@@ -52,8 +52,11 @@ def ledger(root: Path, market: str, day: date) -> pl.DataFrame:
 
 
 def check_evaluations(result, market: str) -> list:
-    return [e for e in result.get_asset_check_evaluations()
-            if e.check_name == RECONCILIATION_CHECK and e.asset_key == AssetKey(["binance", market, f"{market}_trades"])]
+    return [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == RECONCILIATION_CHECK and e.asset_key == AssetKey(["binance", market, f"{market}_trades"])
+    ]
 
 
 # ---------------------------------------------------------------- the synthetic default reconciles
@@ -65,11 +68,9 @@ def test_a_clean_synthetic_backfill_reconciles_every_minute(tmp_path):
     arch = SyntheticArchive(tmp_path / "probe", seed=SEED, n_pairs=N_PAIRS, trades_per_day=TPD, start=GEN_START, end=GEN_END)
     events = {(m, d) for m in ("spot", "um") for p in arch.universe(m) for d in (p.listed if p.new_listing else None, p.delisted) if d}
     assert any(d <= date(2024, 12, 10) for _, d in events)  # spot and USD-M list and delist in the first ten days
-    result = run(settings_for(root), tags={"dagster/asset_partition_range_start": "2024-12-01",
-                                           "dagster/asset_partition_range_end": "2024-12-10"})
+    result = run(settings_for(root), tags={"dagster/asset_partition_range_start": "2024-12-01", "dagster/asset_partition_range_end": "2024-12-10"})
     assert result.success
-    result2 = run(settings_for(root), tags={"dagster/asset_partition_range_start": "2024-12-31",
-                                            "dagster/asset_partition_range_end": "2025-01-01"})
+    result2 = run(settings_for(root), tags={"dagster/asset_partition_range_start": "2024-12-31", "dagster/asset_partition_range_end": "2025-01-01"})
     assert result2.success
     days = [GEN_START + timedelta(days=k) for k in range(10)] + [date(2024, 12, 31), date(2025, 1, 1)]
     seen_events = 0
@@ -78,9 +79,16 @@ def test_a_clean_synthetic_backfill_reconciles_every_minute(tmp_path):
         assert q.height > 0 and (q["status"] == "ok").all() and (q["klines_status"] == "ok").all()
         assert (q["klines_minutes_differing"] == 0).all() and (q["klines_trades_difference"] == 0).all()
         assert q["klines_minutes_compared"].sum() > 1000 * q.height
-        seen_events += q.filter(pl.struct("date", "pair").is_in(
-            [{"date": d, "pair": p.pair} for p in arch.universe(market) for d in (p.listed, p.delisted)
-             if d and (p.new_listing or d == p.delisted)])).height
+        seen_events += q.filter(
+            pl.struct("date", "pair").is_in(
+                [
+                    {"date": d, "pair": p.pair}
+                    for p in arch.universe(market)
+                    for d in (p.listed, p.delisted)
+                    if d and (p.new_listing or d == p.delisted)
+                ]
+            )
+        ).height
         # the µs day: spot trades and klines are in µs, and still reconcile
         assert q.filter(pl.col("date") == date(2025, 1, 1)).height > 0
         evaluations = check_evaluations(result, market) + check_evaluations(result2, market)
@@ -94,8 +102,7 @@ def test_a_clean_synthetic_backfill_reconciles_every_minute(tmp_path):
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     """A mirror of the synthetic archive (trades and klines) from 2024-12-30 to 2025-01-02."""
-    arch = SyntheticArchive(tmp_path_factory.mktemp("gen"), seed=SEED, n_pairs=N_PAIRS, trades_per_day=TPD,
-                            start=GEN_START, end=GEN_END)
+    arch = SyntheticArchive(tmp_path_factory.mktemp("gen"), seed=SEED, n_pairs=N_PAIRS, trades_per_day=TPD, start=GEN_START, end=GEN_END)
     root = tmp_path_factory.mktemp("mirror") / "m"
     arch.write_mirror(root, start=date(2024, 12, 30), end=date(2025, 1, 2), datasets=("trades", "klines"), workers=2)
     return root
@@ -131,7 +138,7 @@ def edit_trades(root: Path, market: str, pair: str, day: date, edit) -> list[str
     _, text = read_member(path)
     lines = text.splitlines()
     header = [] if lines[0][0].isdigit() else lines[:1]
-    rows = [x.split(",") for x in lines[len(header):]]
+    rows = [x.split(",") for x in lines[len(header) :]]
     per_minute = 60_000_000 if market == "spot" and day >= date(2025, 1, 1) else 60_000
 
     def minute_of(row: list[str]) -> int:
@@ -139,7 +146,7 @@ def edit_trades(root: Path, market: str, pair: str, day: date, edit) -> list[str
 
     new = edit(rows, minute_of)
     rewrite(path, "\n".join(header + [",".join(r) for r in new]) + "\n")
-    return lines[len(header):]
+    return lines[len(header) :]
 
 
 def busiest_minute(rows, minute_of) -> int:
@@ -265,8 +272,7 @@ def test_blocking_reconciliation_publishes_nothing_of_the_day(mirror, tmp_path):
     market, pair = "cm", "BTCUSD_PERP"
     edit_trades(mirror, market, pair, DAY, flipped_side)
     root = tmp_path / "store"
-    result = run(settings_for(root, blocking=True, kind="mirror", mirror_dir=str(mirror)), markets=(market,),
-                 partition_key=DAY.isoformat())
+    result = run(settings_for(root, blocking=True, kind="mirror", mirror_dir=str(mirror)), markets=(market,), partition_key=DAY.isoformat())
     assert not result.success
     error = str(result.failure_data_for_node(f"binance__{market}__trades").error)
     assert RECONCILIATION_CHECK in error and f"{pair}: klines_mismatch: taker_side" in error
@@ -278,16 +284,18 @@ def test_blocking_reconciliation_publishes_nothing_of_the_day(mirror, tmp_path):
     assert not (root / partition_file(quality_dataset(market), DAY.isoformat())).exists()
     # the same archive, not blocking: published and degraded; a clean day passes when blocking
     assert run(settings_for(root, kind="mirror", mirror_dir=str(mirror)), markets=(market,), partition_key=DAY.isoformat()).success
-    assert run(settings_for(root, blocking=True, kind="mirror", mirror_dir=str(mirror)), markets=(market,),
-               partition_key=(DAY - timedelta(days=1)).isoformat()).success
+    assert run(
+        settings_for(root, blocking=True, kind="mirror", mirror_dir=str(mirror)),
+        markets=(market,),
+        partition_key=(DAY - timedelta(days=1)).isoformat(),
+    ).success
 
 
 def test_reconciliation_off(mirror, tmp_path):
     market, pair = "spot", "BTCUSDT"
     edit_trades(mirror, market, pair, DAY, prices_times_ten)
     root = tmp_path / "store"
-    result = run(settings_for(root, enabled=False, kind="mirror", mirror_dir=str(mirror)), markets=(market,),
-                 partition_key=DAY.isoformat())
+    result = run(settings_for(root, enabled=False, kind="mirror", mirror_dir=str(mirror)), markets=(market,), partition_key=DAY.isoformat())
     assert result.success and not check_evaluations(result, market)
     q = ledger(root, market, DAY)
     assert (q["status"] == "ok").all() and q["klines_status"].is_null().all()

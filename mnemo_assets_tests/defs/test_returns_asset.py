@@ -42,7 +42,9 @@ def test_partitions_equal_one_computation_over_all_days_and_checks_pass(data_roo
     checks = r1.get_asset_check_evaluations() + r2.get_asset_check_evaluations()
     assert all(c.passed for c in checks)
     assert {(c.check_name, c.partition) for c in checks if c.partition} == {("invariants", d) for d in ("2024-12-31", "2025-01-01", "2025-01-02")}
-    assert all(set(c.metadata["details"].value) == {"row_count", "lags_non_negative", "null_iff_mark_missing_or_stale"} for c in checks if c.partition)
+    assert all(
+        set(c.metadata["details"].value) == {"row_count", "lags_non_negative", "null_iff_mark_missing_or_stale"} for c in checks if c.partition
+    )
     days = [date(2024, 12, 30) + timedelta(days=k) for k in range(5)]
     grid = scan_days(data_root, grid_dataset("spot", "5s", "USDT"), days).collect()
     full = gridded_returns(grid, date(2024, 12, 31), date(2025, 1, 3), "10m")
@@ -90,8 +92,9 @@ def test_planner_waits_for_windows_and_runs_the_rest(data_root, instance):
     assert (ret.planned, ret.materialized) == (3, 3)
     assert "binance/spot/usdt/spot_usdt_grid_5s of 2024-12-05" in ret.waiting[date(2024, 12, 4)]
     # missing-only: nothing to do the second time
-    again = plan(graph, requested_days([TRADES, GRID, RET], days), store_listing(graph, str(data_root)), settings.start_date,
-                 missing_only=[TRADES, GRID, RET])
+    again = plan(
+        graph, requested_days([TRADES, GRID, RET], days), store_listing(graph, str(data_root)), settings.start_date, missing_only=[TRADES, GRID, RET]
+    )
     assert again.total == 0 and again.waiting[RET] == {date(2024, 12, 4): ret.waiting[date(2024, 12, 4)]}
 
 

@@ -36,7 +36,9 @@ def test_recompute_marks_dependents_stale_only_when_data_changed(tmp_path, data_
     SyntheticArchive(tmp_path / "gen", seed=11, n_pairs=8, trades_per_day=6000, start=date(2024, 12, 1), end=D2).write_mirror(
         mirror, markets=("spot",), start=date(2024, 12, 1), end=D2
     )
-    settings = small_settings(data_root, kind="mirror", mirror_dir=str(mirror)).model_copy(update={"markets": {"spot": MarketSettings(pegs=("USDT",))}})
+    settings = small_settings(data_root, kind="mirror", mirror_dir=str(mirror)).model_copy(
+        update={"markets": {"spot": MarketSettings(pegs=("USDT",))}}
+    )
     defs = build_definitions(settings)
 
     def recompute(keys, days):

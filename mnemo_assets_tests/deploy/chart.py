@@ -72,7 +72,13 @@ def run_launcher_config(values: Mapping, namespace: str = NAMESPACE) -> dict:
         config["env_config_maps"] = [c["name"] for c in k8s["envConfigMaps"] if "name" in c]
     if k8s.get("envSecrets"):
         config["env_secrets"] = [s["name"] for s in k8s["envSecrets"] if "name" in s]
-    for key, out in (("envVars", "env_vars"), ("volumeMounts", "volume_mounts"), ("volumes", "volumes"), ("labels", "labels"), ("resources", "resources")):
+    for key, out in (
+        ("envVars", "env_vars"),
+        ("volumeMounts", "volume_mounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+    ):
         if k8s.get(key):
             config[out] = k8s[key]
     if k8s.get("failPodOnRunFailure"):
@@ -93,7 +99,11 @@ def run_coordinator_config(values: Mapping) -> dict:
         config["max_concurrent_runs"] = -1 if qrc.get("maxConcurrentRuns") is None else qrc["maxConcurrentRuns"]
     if qrc.get("tagConcurrencyLimits"):
         config["tag_concurrency_limits"] = qrc["tagConcurrencyLimits"]
-    for key, name in (("dequeueIntervalSeconds", "dequeue_interval_seconds"), ("dequeueUseThreads", "dequeue_use_threads"), ("dequeueNumWorkers", "dequeue_num_workers")):
+    for key, name in (
+        ("dequeueIntervalSeconds", "dequeue_interval_seconds"),
+        ("dequeueUseThreads", "dequeue_use_threads"),
+        ("dequeueNumWorkers", "dequeue_num_workers"),
+    ):
         if qrc.get(key):
             config[name] = qrc[key]
     out["config"] = config
@@ -111,7 +121,11 @@ def concurrency_config(values: Mapping) -> dict:
         raise ValueError("Cannot set both concurrency.runs.tagConcurrencyLimits and queuedRunCoordinator.tagConcurrencyLimits")
     out: dict[str, Any] = {}
     rendered_pools = _compact(
-        {"default_limit": pools.get("defaultLimit"), "granularity": pools.get("granularity"), "op_granularity_run_buffer": pools.get("opGranularityRunBuffer")}
+        {
+            "default_limit": pools.get("defaultLimit"),
+            "granularity": pools.get("granularity"),
+            "op_granularity_run_buffer": pools.get("opGranularityRunBuffer"),
+        }
     )
     if rendered_pools:
         out["pools"] = rendered_pools
@@ -174,42 +188,134 @@ def container_context(values: Mapping, deployment: Mapping, namespace: str = NAM
 _IMAGE = {"repository", "tag", "pullPolicy"}
 SCHEMA: dict[str, set[str]] = {
     "": {
-        "dagsterWebserver", "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret",
-        "generateCeleryConfigSecret", "rabbitmq", "redis", "flower", "ingress", "imagePullSecrets",
-        "computeLogManager", "scheduler", "runLauncher", "pythonLogs", "dagsterDaemon", "busybox", "migrate",
-        "telemetry", "serviceAccount", "global", "retention", "concurrency", "additionalInstanceConfig",
+        "dagsterWebserver",
+        "dagster-user-deployments",
+        "postgresql",
+        "generatePostgresqlPasswordSecret",
+        "generateCeleryConfigSecret",
+        "rabbitmq",
+        "redis",
+        "flower",
+        "ingress",
+        "imagePullSecrets",
+        "computeLogManager",
+        "scheduler",
+        "runLauncher",
+        "pythonLogs",
+        "dagsterDaemon",
+        "busybox",
+        "migrate",
+        "telemetry",
+        "serviceAccount",
+        "global",
+        "retention",
+        "concurrency",
+        "additionalInstanceConfig",
     },
     "global": {"postgresqlSecretName", "dagsterHome", "serviceAccountName", "celeryConfigSecretName"},
     "dagsterWebserver.image": _IMAGE,
     "dagsterDaemon": {
-        "enabled", "image", "runCoordinator", "heartbeatTolerance", "env", "envConfigMaps", "envSecrets",
-        "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
-        "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "annotations",
-        "runMonitoring", "runRetries", "sensors", "schedules", "schedulerName", "volumeMounts", "volumes",
+        "enabled",
+        "image",
+        "runCoordinator",
+        "heartbeatTolerance",
+        "env",
+        "envConfigMaps",
+        "envSecrets",
+        "deploymentLabels",
+        "labels",
+        "nodeSelector",
+        "affinity",
+        "tolerations",
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "annotations",
+        "runMonitoring",
+        "runRetries",
+        "sensors",
+        "schedules",
+        "schedulerName",
+        "volumeMounts",
+        "volumes",
     },
     "dagsterDaemon.image": _IMAGE,
     "dagsterDaemon.runCoordinator": {"enabled", "type", "config"},
     "dagsterDaemon.runCoordinator.config": {"queuedRunCoordinator", "customRunCoordinator"},
-    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator": {"maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds", "dequeueNumWorkers", "dequeueUseThreads", "blockOpConcurrencyLimitedRuns"},
+    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator": {
+        "maxConcurrentRuns",
+        "tagConcurrencyLimits",
+        "dequeueIntervalSeconds",
+        "dequeueNumWorkers",
+        "dequeueUseThreads",
+        "blockOpConcurrencyLimitedRuns",
+    },
     "concurrency": {"enabled", "pools", "runs"},
     "concurrency.pools": {"defaultLimit", "granularity", "opGranularityRunBuffer"},
     "concurrency.runs": {"maxConcurrentRuns", "tagConcurrencyLimits"},
     "dagster-user-deployments": {"enabled", "enableSubchart", "imagePullSecrets", "deployments"},
     "dagster-user-deployments.deployments[]": {
-        "name", "image", "port", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns", "env",
-        "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations",
-        "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe",
-        "labels", "volumeMounts", "volumes", "schedulerName", "initContainers", "sidecarContainers",
+        "name",
+        "image",
+        "port",
+        "dagsterApiGrpcArgs",
+        "codeServerArgs",
+        "includeConfigInLaunchedRuns",
+        "env",
+        "envConfigMaps",
+        "envSecrets",
+        "annotations",
+        "nodeSelector",
+        "affinity",
+        "tolerations",
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "labels",
+        "volumeMounts",
+        "volumes",
+        "schedulerName",
+        "initContainers",
+        "sidecarContainers",
     },
     "dagster-user-deployments.deployments[].image": _IMAGE,
     "runLauncher": {"type", "config"},
     "runLauncher.config": {"celeryK8sRunLauncher", "k8sRunLauncher", "customRunLauncher"},
     "runLauncher.config.k8sRunLauncher": {
-        "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps",
-        "envSecrets", "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources",
-        "schedulerName", "securityContext", "runK8sConfig",
+        "image",
+        "imagePullPolicy",
+        "jobNamespace",
+        "loadInclusterConfig",
+        "kubeconfigFile",
+        "envConfigMaps",
+        "envSecrets",
+        "envVars",
+        "volumeMounts",
+        "volumes",
+        "labels",
+        "failPodOnRunFailure",
+        "resources",
+        "schedulerName",
+        "securityContext",
+        "runK8sConfig",
     },
-    "postgresql": {"postgresqlScheme", "image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword", "postgresqlDatabase", "postgresqlParams", "service"},
+    "postgresql": {
+        "postgresqlScheme",
+        "image",
+        "enabled",
+        "postgresqlHost",
+        "postgresqlUsername",
+        "postgresqlPassword",
+        "postgresqlDatabase",
+        "postgresqlParams",
+        "service",
+    },
     "postgresql.service": {"port"},
     "telemetry": {"enabled"},
 }

@@ -123,8 +123,18 @@ class PostgresServer:
             os.chown(pwfile, pwd.getpwnam(SUPERUSER).pw_uid, -1)
         pwfile.chmod(0o600)
         self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, f"--pwfile={pwfile}",
-            "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C", "--no-sync",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=peer",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         pwfile.unlink()
         # loopback only; the socket lives in our own directory; durability off (a test server)

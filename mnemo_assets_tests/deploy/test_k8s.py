@@ -112,7 +112,14 @@ def test_dockerfile_copies_what_the_package_needs_and_the_context_keeps_it():
     assert "/opt/mnemo/pyproject.toml" in files and "/opt/mnemo/README.md" in files  # setuptools needs the readme
     assert "/opt/mnemo/constraints.txt" in files
     # the build context leaves out what the image must not carry
-    for rel in (".venv/bin/python", ".git/HEAD", "mnemo_assets_tests/stack.py", "data/x.parquet", ".dagster_home/dagster.yaml", "mnemo_assets/__pycache__/cli.cpython-311.pyc"):
+    for rel in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "mnemo_assets_tests/stack.py",
+        "data/x.parquet",
+        ".dagster_home/dagster.yaml",
+        "mnemo_assets/__pycache__/cli.cpython-311.pyc",
+    ):
         assert dockerignored(rel, patterns), rel
     # the extras the image installs exist
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
@@ -320,12 +327,15 @@ def test_a_run_becomes_the_kubernetes_job_the_values_describe(chart_home, code_s
     listing = sync_list_repositories_grpc(DagsterGrpcClient(port=port, host="127.0.0.1"))
     assert listing.container_image == chart.image_name(dep["image"])
     assert listing.container_context == chart.container_context(chart.load_values(), dep)
-    (_repo_name, pointer), = listing.repository_code_pointer_dict.items()
+    ((_repo_name, pointer),) = listing.repository_code_pointer_dict.items()
     origin = JobPythonOrigin(
         "__ASSET_JOB",
         RepositoryPythonOrigin(
-            executable_path=listing.executable_path or sys.executable, code_pointer=pointer,
-            container_image=listing.container_image, entry_point=listing.entry_point, container_context=listing.container_context,
+            executable_path=listing.executable_path or sys.executable,
+            code_pointer=pointer,
+            container_image=listing.container_image,
+            entry_point=listing.entry_point,
+            container_context=listing.container_context,
         ),
     )
 
@@ -338,13 +348,14 @@ def test_a_run_becomes_the_kubernetes_job_the_values_describe(chart_home, code_s
         # out of a cluster: the kubeconfig instead of the in-cluster service account, nothing else changed
         launcher = K8sRunLauncher(
             **{**config.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)},
-            k8s_client_batch_api=batch, k8s_client_core_api=object(),
+            k8s_client_batch_api=batch,
+            k8s_client_core_api=object(),
         )
         launcher.register_instance(instance)
         run = create_run_for_test(instance, job_name="__ASSET_JOB", job_code_origin=origin)
         launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
 
-    (namespace, job), = batch.jobs
+    ((namespace, job),) = batch.jobs
     assert namespace == chart.NAMESPACE
     pod = job.spec.template.spec
     container = pod.containers[0]
@@ -366,5 +377,7 @@ def test_a_run_becomes_the_kubernetes_job_the_values_describe(chart_home, code_s
     claims = {v.name: v.persistent_volume_claim.claim_name for v in pod.volumes if v.persistent_volume_claim}
     assert claims == {"mnemo-data": "mnemo-data"}
     assert container.resources.requests == {"cpu": "1", "memory": "4Gi"} and container.resources.limits == {"memory": "8Gi"}
-    assert {c.config_map_ref.name for c in container.env_from if c.config_map_ref} >= {f"{chart.RELEASE}-dagster-user-deployments-mnemo-assets-user-env"}
+    assert {c.config_map_ref.name for c in container.env_from if c.config_map_ref} >= {
+        f"{chart.RELEASE}-dagster-user-deployments-mnemo-assets-user-env"
+    }
     assert pod.service_account_name == f"{chart.RELEASE}-dagster-user-deployments-user-deployments"

@@ -45,7 +45,12 @@ def test_the_postgres_instance_config_loads_as_written(home, pg):
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
         assert not instance.telemetry_enabled
         # the tables exist in Postgres, created by Dagster itself
-        assert pg.count("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('runs', 'event_logs', 'asset_check_executions', 'bulk_actions', 'instigators', 'job_ticks')") == 6
+        assert (
+            pg.count(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('runs', 'event_logs', 'asset_check_executions', 'bulk_actions', 'instigators', 'job_ticks')"
+            )
+            == 6
+        )
 
 
 def test_materializations_and_check_evaluations_land_in_postgres(home, pg, tmp_path):
@@ -86,7 +91,9 @@ def test_materializations_and_check_evaluations_land_in_postgres(home, pg, tmp_p
     assert pg.count("SELECT count(*) FROM runs WHERE run_id = %s AND status = 'SUCCESS'", (run_id,)) == 1
     # every asset-day materialized (the trades twice in a range run: the second carries the day's own data version)
     assert len(asset_days) == len(selection) * len(DAYS) and materializations == (len(selection) + 1) * len(DAYS)
-    assert pg.count("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'", (run_id,)) == materializations
+    assert (
+        pg.count("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'", (run_id,)) == materializations
+    )
     assert pg.count(
         "SELECT count(*) FROM asset_check_executions WHERE run_id = %s AND execution_status = 'SUCCEEDED' AND partition IS NOT NULL", (run_id,)
     ) == len(check_keys) * len(DAYS)

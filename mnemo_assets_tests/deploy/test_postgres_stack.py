@@ -18,7 +18,11 @@ pytestmark = pytest.mark.e2e
 POSTGRES_YAML = REPO / "deploy" / "postgres" / "dagster.yaml"
 ARTIFACTS = REPO / "test-artifacts"
 START, END = "2024-12-01", "2024-12-02"
-KEYS = [AssetKey(["binance", "spot", "spot_trades"]), AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_5s"]), AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_10m"])]
+KEYS = [
+    AssetKey(["binance", "spot", "spot_trades"]),
+    AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_5s"]),
+    AssetKey(["binance", "spot", "usdt", "spot_usdt_grid_10m"]),
+]
 SENSOR = "mnemo_daily"
 
 
@@ -75,12 +79,21 @@ def test_backfill_through_the_daemon_on_postgres(stack, pg):
 
     # the same facts, read straight from Postgres
     assert pg.count("SELECT count(*) FROM bulk_actions WHERE key = %s AND status = 'COMPLETED_SUCCESS'", (backfill_id,)) == 1
-    assert pg.count("SELECT count(*) FROM runs r JOIN run_tags t ON t.run_id = r.run_id WHERE t.key = 'dagster/backfill' AND t.value = %s AND r.status = 'SUCCESS'", (backfill_id,)) == len(backfill_runs)
+    assert pg.count(
+        "SELECT count(*) FROM runs r JOIN run_tags t ON t.run_id = r.run_id WHERE t.key = 'dagster/backfill' AND t.value = %s AND r.status = 'SUCCESS'",
+        (backfill_id,),
+    ) == len(backfill_runs)
     for key in KEYS:  # (a range run records a second materialization per day: the day's own data version)
         sql = "SELECT count(DISTINCT partition) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key = %s"
         assert pg.count(sql, (key.to_string(),)) == 2, key
     assert pg.count("SELECT count(*) FROM asset_check_executions WHERE execution_status = 'SUCCEEDED'") > 0
     assert pg.count("SELECT count(*) FROM asset_check_executions WHERE execution_status NOT IN ('SUCCEEDED')") == 0
     assert pg.count("SELECT count(*) FROM job_ticks WHERE selector_id = %s", (state.selector_id,)) >= 1
-    assert pg.count("SELECT count(*) FROM instigators WHERE selector_id = %s AND status = 'STOPPED' AND instigator_body LIKE %s", (state.selector_id, '%"cursor"%')) == 1
+    assert (
+        pg.count(
+            "SELECT count(*) FROM instigators WHERE selector_id = %s AND status = 'STOPPED' AND instigator_body LIKE %s",
+            (state.selector_id, '%"cursor"%'),
+        )
+        == 1
+    )
     assert pg.count("SELECT count(*) FROM daemon_heartbeats WHERE daemon_type IN ('BACKFILL', 'QUEUED_RUN_COORDINATOR', 'SENSOR')") == 3

@@ -128,7 +128,7 @@ def test_a_reader_polling_during_rewrites_sees_whole_versions(s3_root, tmp_path)
         import polars as pl
         from datetime import date
         from mnemo_assets.storage.parquet import write_partition
-        a, b = pl.read_parquet({str(tmp_path / 'a.parquet')!r}), pl.read_parquet({str(tmp_path / 'b.parquet')!r})
+        a, b = pl.read_parquet({str(tmp_path / "a.parquet")!r}), pl.read_parquet({str(tmp_path / "b.parquet")!r})
         for i in range(30):
             write_partition(b if i % 2 == 0 else a, {s3_root!r}, {DS!r}, date(2024, 12, 1))
     """)
