@@ -90,6 +90,11 @@ def build_returns_asset(market: str, peg: str, interval: str, grid_interval: str
             violations = returns_violations(part, grid, interval)
             violations["row_count"] = int(part.height != len(symbols[day]) * per_day_rows)
             audit.record(day, *grouped(violations, {"invariants": list(RETURNS_INVARIANTS)}))
-        yield from audit.outcome(metadata={"carried_in_symbols": 0 if carry is None else carry.height})
+        # the carry-in's reads, as lineage Dagster cannot express (a stale mark may come from
+        # any earlier day; an input over all history would make every day depend on all of it)
+        carried_from = [] if carry is None else sorted({t.date().isoformat() for t in carry["last_trade_time"]})
+        yield from audit.outcome(
+            metadata={"carried_in_symbols": 0 if carry is None else carry.height, "carried_in_from_grid_days": ", ".join(carried_from) or "none"}
+        )
 
     return _returns

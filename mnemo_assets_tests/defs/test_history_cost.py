@@ -118,3 +118,7 @@ def test_returns_with_stale_carry_in_equal_one_computation_and_read_no_history(g
     assert bbb["max_tick_to_query_lag"][0] > timedelta(days=7)  # the 8-day-old mark was carried in
     # read: the window D−1..D+1 and the carry day 1; not the other earlier days
     assert verified == {DAYS[1], DAYS[8], DAYS[9], DAYS[10]}
+    # and the materialization says which earlier grid day the carried-in marks came from
+    (event,) = [e for e in result.get_asset_materialization_events() if e.materialization.partition == day.isoformat()]
+    meta = event.materialization.metadata
+    assert meta["carried_in_symbols"].value == 1 and meta["carried_in_from_grid_days"].value == DAYS[1].isoformat()
