@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -191,6 +192,8 @@ def ui_path(config: Path, work: Path, days: list[date], instance_yaml: Path | No
         backfill_id = answer["backfillId"]
         status = DagsterGraphQL(stack.url).wait_for_backfill(backfill_id, timeout=7200, poll=1)
         wall = time.time() - t0
+        print(f"ui path: backfill {backfill_id} {status['status']} after {wall:.1f}s", flush=True)
+        os.environ["DAGSTER_HOME"] = str(stack.home)  # the instance's dagster.yaml reads it
         instance = DagsterInstance.from_config(str(stack.home))
         return {"wall": wall, "status": status["status"], **breakdown(instance, backfill_id, t0, t0 + wall)}
     finally:
