@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from mnemo_assets.grids import GRID_SCHEMA, last_trade_grid
+from mnemo_assets.grids import GRID_SCHEMA, grid_columns, last_trade_grid
 from mnemo_assets.intervals import day_interval, to_micros
 
 #: rows decoded per slice (a slice and its temporaries take ~25 × this many bytes)
@@ -253,27 +253,7 @@ def _frame(parts: list[dict[str, np.ndarray]], pairs: Sequence[Pair], enum: pl.E
             "_n_sell": pl.Series(cols["_n_sell"], dtype=pl.Int64),
         }
     )
-    return frame.select(
-        "symbol",
-        pl.col("time").dt.date().alias("date"),
-        "time",
-        "peg_symbol",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume_base",
-        "volume_quote",
-        "trade_count",
-        "last_trade_time",
-        "taker_buy_volume_quote",
-        "taker_sell_volume_quote",
-        pl.when(pl.col("_n_buy") > 0).then(pl.col("taker_buy_volume_quote") / pl.col("taker_buy_volume_base")).alias("vwap_taker_buy"),
-        pl.when(pl.col("_n_sell") > 0).then(pl.col("taker_sell_volume_quote") / pl.col("taker_sell_volume_base")).alias("vwap_taker_sell"),
-        (pl.col("volume_quote") / pl.col("volume_base")).alias("vwap_total_by_base"),
-        "taker_buy_volume_base",
-        "taker_sell_volume_base",
-    )
+    return frame.select(grid_columns())
 
 
 def _general(

@@ -112,30 +112,38 @@ def last_trade_grid(trades: pl.LazyFrame | pl.DataFrame, grid_interval: str | ti
             buy.sum().alias("_n_buy"),
             sell.sum().alias("_n_sell"),
         )
-        .select(
-            "symbol",
-            pl.col("time").dt.date().alias("date"),
-            "time",
-            "peg_symbol",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume_base",
-            "volume_quote",
-            "trade_count",
-            "last_trade_time",
-            "taker_buy_volume_quote",
-            "taker_sell_volume_quote",
-            pl.when(pl.col("_n_buy") > 0).then(pl.col("taker_buy_volume_quote") / pl.col("taker_buy_volume_base")).alias("vwap_taker_buy"),
-            pl.when(pl.col("_n_sell") > 0).then(pl.col("taker_sell_volume_quote") / pl.col("taker_sell_volume_base")).alias("vwap_taker_sell"),
-            (pl.col("volume_quote") / pl.col("volume_base")).alias("vwap_total_by_base"),
-            "taker_buy_volume_base",
-            "taker_sell_volume_base",
-        )
+        .select(grid_columns())
         .sort("symbol", "peg_symbol", "time")
     )
     return grid.collect() if eager else grid
+
+
+def grid_columns() -> list[pl.Expr | str]:
+    """The grid's columns in :data:`GRID_SCHEMA` order, from per-bucket aggregates (``time`` the
+    bucket start, the sums, and ``_n_buy``/``_n_sell`` the taker-side trade counts): ``date`` and
+    the three vwaps derived here, for every grid implementation (``last_trade_grid``,
+    ``clustered.grid_from_parquet``)."""
+    return [
+        "symbol",
+        pl.col("time").dt.date().alias("date"),
+        "time",
+        "peg_symbol",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume_base",
+        "volume_quote",
+        "trade_count",
+        "last_trade_time",
+        "taker_buy_volume_quote",
+        "taker_sell_volume_quote",
+        pl.when(pl.col("_n_buy") > 0).then(pl.col("taker_buy_volume_quote") / pl.col("taker_buy_volume_base")).alias("vwap_taker_buy"),
+        pl.when(pl.col("_n_sell") > 0).then(pl.col("taker_sell_volume_quote") / pl.col("taker_sell_volume_base")).alias("vwap_taker_sell"),
+        (pl.col("volume_quote") / pl.col("volume_base")).alias("vwap_total_by_base"),
+        "taker_buy_volume_base",
+        "taker_sell_volume_base",
+    ]
 
 
 _FINITE_COLUMNS = (
