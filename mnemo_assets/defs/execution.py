@@ -386,6 +386,9 @@ def run_request(
     )
     for line in planned.reasons(limit=10):
         echo(f"mnemo: waiting: {line}")
+    if not url:  # housekeeping of every in-process command, also one with nothing to do
+        instance = instance or get_instance()
+        fail_orphaned_runs(instance)
     if not planned.total:
         echo("mnemo: nothing to do")
         return summarize(planned, listing) if wait else None
@@ -420,8 +423,6 @@ def run_request(
             echo(f"mnemo: could not read the backfill's materializations ({exc}); judging by the store alone")
             materialized = None
         return summarize(planned, listing, materialized=materialized, backfill_id=backfill_id, status=final["status"])
-    instance = instance or get_instance()
-    fail_orphaned_runs(instance)
     backfill_id = launch_backfill(instance, graph, planned, title=request.title, tags={**tags, **process_tags()}, run_config=QUIET_RUN_CONFIG)
     with tqdm(total=planned.total, desc="asset-days", unit="asset-day", disable=not progress) as bar:
 
