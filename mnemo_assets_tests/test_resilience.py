@@ -19,11 +19,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from dagster import DagsterInstance
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 from polars.testing import assert_frame_equal
 
 from mnemo_assets.binance.archive import archive_key, checksum_line
 from mnemo_assets.binance.synthetic import SyntheticArchive
+from mnemo_assets.defs.execution import RUN_PID_TAG
 from mnemo_assets.storage.layout import STAGING_DIR, quality_dataset
 from mnemo_assets.storage.parquet import scan_days, verify_partition
 
@@ -129,6 +131,31 @@ def test_sigkill_at_any_point_leaves_the_store_readable_and_a_rerun_equal_to_a_c
     assert not any(p.exists() for p in staged)
     instance = instance_at(base / "home", monkeypatch)
     assert instance.get_runs_count(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])) == 0
+    # ... their backfills canceled, and no pool slot left held by them
+    assert not instance.get_backfills(status=BulkActionStatus.REQUESTED)
+    assert instance.event_log_storage.get_concurrency_run_ids() == set()
+
+
+def test_pool_slots_held_by_a_killed_command_do_not_block_the_next_one(tmp_path, monkeypatch):
+    """A command killed while its trades steps held the ``archive`` pool's slots: Dagster frees
+    slots only from the daemon's run monitoring, so the next in-process command's trades steps
+    waited for a slot forever (CI hung 900 s). The next command frees them and completes."""
+    base = tmp_path / "ws"
+    env = workspace(base)
+    instance = instance_at(base / "home", monkeypatch)
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id="killed", status=DagsterRunStatus.STARTED, tags={RUN_PID_TAG: str(killed.pid)}))
+    instance.event_log_storage.set_concurrency_slots("archive", 2)
+    for step in ("a", "b"):
+        assert instance.event_log_storage.claim_concurrency_slot("archive", "killed", step).is_claimed
+
+    out = mnemo(base, env, "materialize", "--start", "2024-12-01", "--end", "2024-12-01", "--select", "key:binance/spot/spot_trades", timeout=300)
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert instance.get_run_by_id("killed").status == DagsterRunStatus.FAILURE
+    assert instance.event_log_storage.get_concurrency_run_ids() == set()
+    assert (base / "data" / "binance").exists()
 
 
 def rewrite_zip(mirror: Path, pair: str, day: date, csv: bytes, compresslevel: int = 5) -> None:

@@ -31,7 +31,7 @@ from dagster import AssetKey, DagsterInstance
 from dagster._core.definitions.selector import PartitionRangeSelector, PartitionsByAssetSelector, PartitionsSelector
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.launcher import LaunchRunContext, RunLauncher
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES, DagsterRunStatus, RunsFilter
 from dagster._core.utils import make_new_backfill_id
 from dagster._serdes import ConfigurableClass
 from dagster._serdes.config_class import ConfigurableClassData
@@ -197,17 +197,50 @@ def run_backfill_in_process(
 
 # ----------------------------------------------------------------------------- housekeeping
 def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
-    """Runs started in process by a command that was killed stay STARTED forever: mark those
-    whose process is gone as failed (only runs of this host's in-process launcher)."""
+    """Housekeeping for in-process commands that were killed (SIGKILL, OOM, a closed terminal).
+
+    Their runs stay STARTED (or NOT_STARTED) forever, their backfill stays requested, and the
+    pool slots their steps held (the ``archive`` pool) are never given back, so every later
+    step of that pool would wait for a slot forever. Marks the runs whose process is gone as
+    failed and their backfills as canceled (only runs and backfills of this host's in-process
+    launcher carry the process tags), then frees the pool slots of every run that has ended
+    (Dagster frees those only from the daemon's run monitoring). Returns the failed run ids.
+    """
     orphaned = []
-    for record in instance.get_run_records(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+    statuses = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
+    for record in instance.get_run_records(filters=RunsFilter(statuses=statuses)):
         run = record.dagster_run
-        pid = run.tags.get(RUN_PID_TAG)
-        if not pid or int(pid) == os.getpid() or _alive(int(pid), run.tags.get(RUN_PID_START_TAG)):
+        if not _orphaned(run.tags):
             continue
-        instance.report_run_failed(run, f"the process {pid} that ran it is gone (killed); marked failed")
+        instance.report_run_failed(run, f"the process {run.tags[RUN_PID_TAG]} that ran it is gone (killed); marked failed")
         orphaned.append(run.run_id)
+    for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED):
+        if _orphaned(backfill.tags):
+            instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELED))
+    free_slots_of_ended_runs(instance)
     return orphaned
+
+
+def free_slots_of_ended_runs(instance: DagsterInstance) -> list[str]:
+    """Give back the pool slots still held (or waited for) by runs that have ended or no longer
+    exist; the run ids whose slots were freed. Runs in progress keep theirs."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    holders = storage.get_concurrency_run_ids()
+    if not holders:
+        return []
+    live = instance.get_run_records(filters=RunsFilter(run_ids=sorted(holders), statuses=NOT_FINISHED_STATUSES))
+    ended = sorted(holders - {r.dagster_run.run_id for r in live})
+    for run_id in ended:
+        storage.free_concurrency_slots_for_run(run_id)
+    return ended
+
+
+def _orphaned(tags: Mapping[str, str]) -> bool:
+    """Whether ``tags`` name an in-process launcher (:func:`process_tags`) that is gone."""
+    pid = tags.get(RUN_PID_TAG)
+    return bool(pid) and int(pid) != os.getpid() and not _alive(int(pid), tags.get(RUN_PID_START_TAG))
 
 
 def process_tags() -> dict[str, str]:
