@@ -200,31 +200,59 @@ def ui_path(config: Path, work: Path, days: list[date], instance_yaml: Path | No
         stack.stop()
 
 
+def _kind(step_key: str) -> str:
+    """The asset kind of a step (``grid_5s``, ``ret_10m``, ``trades``, ...), markets and pegs dropped."""
+    name = step_key.split("__")[-1]
+    for market in ("spot", "um", "cm"):
+        name = name.removeprefix(f"{market}_")
+    for peg in ("usdt", "usdc", "usd"):
+        name = name.removeprefix(f"{peg}_")
+    return name
+
+
 def breakdown(instance, backfill_id: str, t0: float, t1: float) -> dict:
-    """Where the UI path's time goes, from the runs' event logs."""
-    from dagster import DagsterEventType
+    """Where the UI path's time goes, from the runs' event logs: per run (daemon wait, start),
+    per asset kind, and per phase of each step: loading inputs (``LOADED_INPUT``), computing
+    (to ``STEP_OUTPUT``), writing + auditing + publishing the output (to ``HANDLED_OUTPUT``), and
+    the rest (materialization and check events, step end)."""
+    from collections import defaultdict
+
+    from dagster import DagsterEventType as T
     from dagster._core.storage.dagster_run import RunsFilter
 
     records = instance.get_run_records(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
     busy, startup, steps = [], 0.0, 0.0
+    by_kind: dict[str, float] = defaultdict(float)
+    phases: dict[str, float] = defaultdict(float)
+    events_written = 0
     for rec in records:
         run_id = rec.dagster_run.run_id
         events = instance.all_logs(run_id)
-        first_step = min((e.timestamp for e in events if e.dagster_event and e.dagster_event.event_type == DagsterEventType.STEP_START), default=None)
+        events_written += len(events)
+        first_step = min((e.timestamp for e in events if e.dagster_event and e.dagster_event.event_type == T.STEP_START), default=None)
         created = rec.create_timestamp.timestamp()
         end = rec.end_time or t1
         busy.append((created, end))
         if first_step:
             startup += first_step - created
-        starts = {}
+        per_step: dict[str, list] = defaultdict(list)
         for e in events:
-            de = e.dagster_event
-            if de is None:
+            if e.dagster_event is not None and e.dagster_event.step_key:
+                per_step[e.dagster_event.step_key].append((e.timestamp, e.dagster_event.event_type))
+        for key, evs in per_step.items():
+            start = next((t for t, k in evs if k == T.STEP_START), None)
+            stop = next((t for t, k in evs if k in (T.STEP_SUCCESS, T.STEP_FAILURE)), None)
+            if start is None or stop is None:
                 continue
-            if de.event_type == DagsterEventType.STEP_START:
-                starts[de.step_key] = e.timestamp
-            elif de.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE) and de.step_key in starts:
-                steps += e.timestamp - starts[de.step_key]
+            steps += stop - start
+            by_kind[_kind(key)] += stop - start
+            loaded = max((t for t, k in evs if k == T.LOADED_INPUT), default=start)
+            output = min((t for t, k in evs if k == T.STEP_OUTPUT), default=loaded)
+            handled = max((t for t, k in evs if k == T.HANDLED_OUTPUT), default=output)
+            phases["load inputs"] += loaded - start
+            phases["compute"] += output - loaded
+            phases["write, audit, publish"] += handled - output
+            phases["events, checks, end"] += stop - handled
     # time with no run of the backfill queued or running: waiting for the daemon's next iteration
     busy.sort()
     covered, cursor = 0.0, t0
@@ -232,7 +260,15 @@ def breakdown(instance, backfill_id: str, t0: float, t1: float) -> dict:
         a, b = max(a, cursor), max(b, cursor)
         covered += b - a
         cursor = max(cursor, b)
-    return {"runs": len(records), "daemon_wait": (t1 - t0) - covered, "run_start_and_code_load": startup, "steps": steps}
+    return {
+        "runs": len(records),
+        "daemon_wait": (t1 - t0) - covered,
+        "run_start_and_code_load": startup,
+        "steps": steps,
+        "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+        "phases": dict(phases),
+        "events": events_written,
+    }
 
 
 def main() -> int:
@@ -276,6 +312,14 @@ def main() -> int:
             f"{ui['run_start_and_code_load']:.1f} s | {ui['steps']:.1f} s |"
         )
         print(f"\nratio UI / pure: {ratio:.2f} (target ≤ 1.5); backfill status {ui['status']}")
+        print(f"\nUI path, step time (summed over steps, which run 2 at a time) per asset kind; {ui['events']} events written:")
+        print("pure path: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
+        print("| asset kind | step time |\n|---|---|")
+        for kind, secs in ui["by_kind"].items():
+            print(f"| {kind} | {secs:.1f} s |")
+        print("\n| step phase | time |\n|---|---|")
+        for phase, secs in ui["phases"].items():
+            print(f"| {phase} | {secs:.1f} s |")
         return 0 if ui["status"] in ("COMPLETED", "COMPLETED_SUCCESS") else 1
     finally:
         if not args.keep:
