@@ -202,6 +202,9 @@ class DayAudit:
                 metadata={"failing": MetadataValue.json(blocking)},
             )
         yield Output(dict(self.staged), output_name=output_name, data_version=data_version, metadata=dict(metadata or {}))
+        # the run's check results judge the run's materialization: yielded before the days' own
+        # versions are recorded (after them Dagster warned of a data version mismatch)
+        yield from self._results()
         if day_versions and len(self.staged) > 1:
             for day, version in day_versions.items():
                 yield AssetMaterialization(
@@ -216,7 +219,6 @@ class DayAudit:
                     metadata=_day_metadata(self.staged[day]),
                 )
         self._evaluations(sorted(self.staged), failed_only=False)
-        yield from self._results()
 
 
 def _day_metadata(staged: Staged) -> dict[str, MetadataValue]:
