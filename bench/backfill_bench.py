@@ -225,7 +225,8 @@ def breakdown(instance, backfill_id: str, t0: float, t1: float) -> dict:
     by_kind: dict[str, float] = defaultdict(float)
     phases: dict[str, float] = defaultdict(float)
     events_written = 0
-    for rec in records:
+    timeline: list[str] = []
+    for rec in sorted(records, key=lambda r: r.create_timestamp):
         run_id = rec.dagster_run.run_id
         events = instance.all_logs(run_id)
         events_written += len(events)
@@ -235,6 +236,11 @@ def breakdown(instance, backfill_id: str, t0: float, t1: float) -> dict:
         busy.append((created, end))
         if first_step:
             startup += first_step - created
+        kinds = sorted({_kind(e.dagster_event.step_key) for e in events if e.dagster_event and e.dagster_event.step_key})
+        timeline.append(
+            f"run {run_id[:8]}: created +{created - t0:.1f}s, first step +{(first_step or created) - t0:.1f}s, "
+            f"ended +{end - t0:.1f}s; {len(rec.dagster_run.asset_selection or [])} assets ({', '.join(kinds)})"
+        )
         per_step: dict[str, list] = defaultdict(list)
         for e in events:
             if e.dagster_event is not None and e.dagster_event.step_key:
@@ -268,6 +274,7 @@ def breakdown(instance, backfill_id: str, t0: float, t1: float) -> dict:
         "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
         "phases": dict(phases),
         "events": events_written,
+        "timeline": timeline,
     }
 
 
@@ -314,6 +321,7 @@ def main() -> int:
         print(f"\nratio UI / pure: {ratio:.2f} (target ≤ 1.5); backfill status {ui['status']}")
         print(f"\nUI path, step time (summed over steps, which run 2 at a time) per asset kind; {ui['events']} events written:")
         print("pure path: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
+        print("\n".join(ui["timeline"]))
         print("| asset kind | step time |\n|---|---|")
         for kind, secs in ui["by_kind"].items():
             print(f"| {kind} | {secs:.1f} s |")
