@@ -57,15 +57,19 @@ def settings_for(root: Path, start: date):
 def pregenerate(settings, days: list[date]) -> int:
     """Generate (and cache) every archive file of the days: untimed, shared by both paths."""
     from mnemo_assets.binance.archive import source_from_settings
+    from mnemo_assets.binance.formats import KLINES, TRADES
     from mnemo_assets.binance.trades import plan_day
 
     source = source_from_settings(settings)
+    # the exchange's 1m klines too, when the trades asset reconciles with them (the synthetic
+    # archive makes them from its trades: the exchange's work, not ours, so untimed)
+    datasets = (TRADES, KLINES) if settings.reconciliation.enabled else (TRADES,)
     n = 0
     for market, ms in settings.markets.items():
         for day in days:
             for item in plan_day(source, market, ms.pegs, day, ms.contracts).present:
-                source.fetch(market, item.pair, day)
-                n += 1
+                got = source.fetch_datasets(market, item.pair, day, datasets)
+                n += len(got)
     return n
 
 
@@ -75,7 +79,8 @@ def pure(settings, days: list[date]) -> dict[str, float]:
     from upath import UPath
 
     from mnemo_assets.binance.archive import source_from_settings
-    from mnemo_assets.binance.quality import ledger_frame, read_pair_day
+    from mnemo_assets.binance.formats import KLINES, TRADES
+    from mnemo_assets.binance.quality import KlinesReconciler, ledger_frame, read_pair_day
     from mnemo_assets.binance.trades import plan_day
     from mnemo_assets.grids import GRID_SCHEMA, last_trade_grid
     from mnemo_assets.metadata import compile_plan, metadata_from_partials, partials
@@ -96,6 +101,9 @@ def pure(settings, days: list[date]) -> dict[str, float]:
         times[name] = times.get(name, 0.0) + time.perf_counter() - t
         return out
 
+    # the same work as the trades asset: every pair-day also reconciled with its 1m klines
+    reconcile = settings.reconciliation.enabled
+    datasets = (TRADES, KLINES) if reconcile else (TRADES,)
     ret_days = days[:-1]  # the last day's returns wait for the next day
     for market, ms in settings.markets.items():
         trades_by_day = {}
@@ -104,10 +112,18 @@ def pure(settings, days: list[date]) -> dict[str, float]:
             def ingest(day=day):
                 rows, frames = [], []
                 plan = plan_day(source, market, ms.pegs, day, ms.contracts)
+                reconciler = KlinesReconciler(market, day) if reconcile else None
                 for item in sorted(plan.present, key=lambda p: (p.symbol, p.peg)):
-                    pd_ = read_pair_day(source.fetch(market, item.pair, day), ms.pegs)
+                    got = source.fetch_datasets(market, item.pair, day, datasets)
+                    pd_ = read_pair_day(got[TRADES], ms.pegs)
                     rows.append(pd_.row)
                     frames.append(pd_.trades)
+                    if reconciler is not None:
+                        reconciler.add(pd_.row, pd_.trades, got[KLINES])
+                if reconciler is not None:
+                    reconciler.done_adding()
+                    reconciler.finish()
+                    reconciler.close()
                 trades = pl.concat(frames)
                 write(trades, layout.trades_dataset(market), day)
                 write(ledger_frame(rows), layout.quality_dataset(market), day)
@@ -171,7 +187,7 @@ LAUNCH = """mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillPara
 }"""
 
 
-def ui_path(config: Path, work: Path, days: list[date], instance_yaml: Path | None, env: dict[str, str]) -> dict:
+def ui_path(config: Path, work: Path, days: list[date], instance_yaml: Path | None, env: dict[str, str], poll: float = 5.0) -> dict:
     from dagster import DagsterInstance
 
     from mnemo_assets.graphql import DagsterGraphQL
@@ -187,17 +203,81 @@ def ui_path(config: Path, work: Path, days: list[date], instance_yaml: Path | No
             "partitionNames": [d.isoformat() for d in days],
             "fromFailure": False,
         }
+        cpu = CpuSampler(stack.procs)
+        cpu.start()
         t0 = time.time()
         answer = graphql(stack.url, LAUNCH, {"backfillParams": params})["data"]["launchPartitionBackfill"]
         backfill_id = answer["backfillId"]
-        status = DagsterGraphQL(stack.url).wait_for_backfill(backfill_id, timeout=7200, poll=1)
+        status = DagsterGraphQL(stack.url).wait_for_backfill(backfill_id, timeout=7200, poll=poll)
         wall = time.time() - t0
+        cpu.stop()
+        print("CPU seconds during the backfill by process: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.by_role().items()), flush=True)
         print(f"ui path: backfill {backfill_id} {status['status']} after {wall:.1f}s", flush=True)
         os.environ["DAGSTER_HOME"] = str(stack.home)  # the instance's dagster.yaml reads it
         instance = DagsterInstance.from_config(str(stack.home))
         return {"wall": wall, "status": status["status"], **breakdown(instance, backfill_id, t0, t0 + wall)}
     finally:
         stack.stop()
+
+
+class CpuSampler:
+    """CPU time (user + system) of the stack's process trees, sampled every second, per role:
+    the webserver, the daemon, code servers, and run workers (each run's process)."""
+
+    def __init__(self, procs):
+        import threading
+
+        self.roots = list(procs)
+        self.last: dict[int, tuple[str, float]] = {}
+        self.base: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._sample(first=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sample()
+
+    def _sample(self, first: bool = False) -> None:
+        import psutil
+
+        for root in self.roots:
+            try:
+                top = psutil.Process(root.pid)
+                tree = [top, *top.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for proc in tree:
+                try:
+                    cmd = " ".join(proc.cmdline())
+                    t = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                used = t.user + t.system
+                role = (
+                    "run workers" if "execute_run" in cmd or "execute_step" in cmd or "api" in cmd.split()
+                    else "code servers" if "grpc" in cmd or "code-server" in cmd
+                    else "webserver" if proc.pid == self.roots[0].pid
+                    else "daemon" if proc.pid == self.roots[-1].pid
+                    else "other"
+                )  # fmt: skip
+                if first:
+                    self.base[proc.pid] = used
+                self.last[proc.pid] = (role, used)
+
+    def by_role(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (role, used) in self.last.items():
+            out[role] = out.get(role, 0.0) + used - self.base.get(pid, 0.0)
+        return out
 
 
 def _kind(step_key: str) -> str:
@@ -283,6 +363,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 12, 1))
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between backfill status queries (the UI polls too)")
     args = parser.parse_args()
     days = [args.start + timedelta(days=k) for k in range(args.days)]
     work = Path(tempfile.mkdtemp(prefix="mnemo-backfill-bench-"))
@@ -308,7 +389,7 @@ def main() -> int:
         print(f"pure: {pure_wall:.1f}s  " + "  ".join(f"{k} {v:.1f}s" for k, v in stages.items()), flush=True)
         # 3. the UI's path: webserver + daemon
         config, _ = settings_for(roots["ui"], args.start)
-        ui = ui_path(config, work / "ui", days, None, {})
+        ui = ui_path(config, work / "ui", days, None, {}, poll=args.poll)
         ratio = ui["wall"] / pure_wall
         print()
         print("| path | wall | runs | waiting for the daemon | run start + code load | steps (compute, IO, events) |")
