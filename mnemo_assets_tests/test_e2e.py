@@ -284,6 +284,13 @@ def test_ui_backfills_of_the_whole_graph_then_of_one_group_succeed(stack, graph)
     assert_backfill_did_the_plan(stack, graph, replay_id, replay_plan)
 
 
+def daemon_backfill(stack, first: date, last: date, timeout: float) -> subprocess.CompletedProcess:
+    """`mnemo backfill --url` of the spot group over ``first..last``, run by the stack's daemon."""
+    mnemo = str(REPO / ".venv/bin/mnemo") if (REPO / ".venv/bin/mnemo").exists() else "mnemo"
+    argv = ["backfill", "--url", stack.url, "--select", "group:binance_spot", "--start", first.isoformat(), "--end", last.isoformat(), "--quiet"]
+    return subprocess.run([mnemo, *argv], env=stack.env, cwd=stack.base, capture_output=True, text=True, timeout=timeout)
+
+
 def test_cli_and_daemon_choose_the_same_asset_days(stack, graph, tmp_path):
     """One planner: `mnemo backfill --url` (run by the daemon) and the planner the CLI and the
     UI planner sensor use agree on the asset-days of the same request."""
@@ -291,26 +298,7 @@ def test_cli_and_daemon_choose_the_same_asset_days(stack, graph, tmp_path):
     keys = [k for k in g.get_all_asset_keys() if k.path[1] == "spot"]
     first, last = date(2024, 12, 13), date(2024, 12, 14)
     expected = plan(g, requested_days(keys, days(first, last)), store_listing(g, settings.data_root), settings.start_date, missing_only=keys)
-    out = subprocess.run(
-        [
-            str(REPO / ".venv/bin/mnemo") if (REPO / ".venv/bin/mnemo").exists() else "mnemo",
-            "backfill",
-            "--url",
-            stack.url,
-            "--select",
-            "group:binance_spot",
-            "--start",
-            first.isoformat(),
-            "--end",
-            last.isoformat(),
-            "--quiet",
-        ],
-        env=stack.env,
-        cwd=stack.base,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    out = daemon_backfill(stack, first, last, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
     backfill_id = re.search(r"launched backfill (\w+)", out.stdout).group(1)
     assert_backfill_did_the_plan(stack, graph, backfill_id, expected, exact=True)
@@ -319,25 +307,6 @@ def test_cli_and_daemon_choose_the_same_asset_days(stack, graph, tmp_path):
     # missing-only: nothing left to do the second time, and no run starts
     instance = DagsterInstance.from_config(str(stack.home))
     before = instance.get_runs_count()
-    again = subprocess.run(
-        [
-            str(REPO / ".venv/bin/mnemo") if (REPO / ".venv/bin/mnemo").exists() else "mnemo",
-            "backfill",
-            "--url",
-            stack.url,
-            "--select",
-            "group:binance_spot",
-            "--start",
-            first.isoformat(),
-            "--end",
-            last.isoformat(),
-            "--quiet",
-        ],
-        env=stack.env,
-        cwd=stack.base,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = daemon_backfill(stack, first, last, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
     assert instance.get_runs_count() == before
