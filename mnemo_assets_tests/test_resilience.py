@@ -25,7 +25,7 @@ from polars.testing import assert_frame_equal
 
 from mnemo_assets.binance.archive import archive_key, checksum_line
 from mnemo_assets.binance.synthetic import SyntheticArchive
-from mnemo_assets.defs.execution import RUN_PID_TAG
+from mnemo_assets.defs.execution import RUN_PID_START_TAG, RUN_PID_TAG, _process_start
 from mnemo_assets.storage.layout import STAGING_DIR, quality_dataset
 from mnemo_assets.storage.parquet import scan_days, verify_partition
 
@@ -146,9 +146,11 @@ def test_pool_slots_held_by_a_killed_command_do_not_block_the_next_one(tmp_path,
     base = tmp_path / "ws"
     env = workspace(base)
     instance = instance_at(base / "home", monkeypatch)
-    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    tags = {RUN_PID_TAG: str(killed.pid), RUN_PID_START_TAG: _process_start(killed.pid) or "1"}  # a reused pid is not it
+    killed.kill()
     killed.wait()
-    instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id="killed", status=DagsterRunStatus.STARTED, tags={RUN_PID_TAG: str(killed.pid)}))
+    instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id="killed", status=DagsterRunStatus.STARTED, tags=tags))
     instance.event_log_storage.set_concurrency_slots("archive", 2)
     for step in ("a", "b"):
         assert instance.event_log_storage.claim_concurrency_slot("archive", "killed", step).is_claimed
