@@ -127,7 +127,7 @@ def test_sigkill_at_any_point_leaves_the_store_readable_and_a_rerun_equal_to_a_c
         all_readable(base / "data")  # whatever the moment, every visible partition is whole
     assert kills >= 3, "the kills should land while runs are writing"
     staged = list((base / "data" / STAGING_DIR).glob("*")) if (base / "data" / STAGING_DIR).exists() else []
-    out = mnemo(base, env, "backfill", "--start", "2024-12-01", "--end", "2024-12-06")
+    out = mnemo(base, env, "backfill", "--start", "2024-12-01", "--end", "2024-12-06", timeout=360)  # a clean run takes ~40 s
     assert out.returncode == 0, out.stdout + out.stderr
     assert_same_store(base / "data", clean)
     # leftovers are gone: staged files of the killed writers, and their runs marked failed
