@@ -196,7 +196,7 @@ def run_backfill_in_process(
 
 
 # ----------------------------------------------------------------------------- housekeeping
-def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
+def clean_up_after_killed_commands(instance: DagsterInstance) -> list[str]:
     """Housekeeping for in-process commands that were killed (SIGKILL, OOM, a closed terminal).
 
     Their runs stay STARTED (or NOT_STARTED) forever, their backfill stays requested, and the
@@ -244,7 +244,7 @@ def _orphaned(tags: Mapping[str, str]) -> bool:
 
 
 def process_tags() -> dict[str, str]:
-    """The tags that tie a run to this process (see :func:`fail_orphaned_runs`). Given to the
+    """The tags that tie a run to this process (see :func:`clean_up_after_killed_commands`). Given to the
     backfill too, so its runs carry them from their creation, before the launcher starts."""
     started = _process_start(os.getpid())
     return {RUN_PID_TAG: str(os.getpid()), **({RUN_PID_START_TAG: started} if started else {})}
@@ -421,7 +421,7 @@ def run_request(
         echo(f"mnemo: waiting: {line}")
     if not url:  # housekeeping of every in-process command, also one with nothing to do
         instance = instance or get_instance()
-        fail_orphaned_runs(instance)
+        clean_up_after_killed_commands(instance)
     if not planned.total:
         echo("mnemo: nothing to do")
         return summarize(planned, listing) if wait else None

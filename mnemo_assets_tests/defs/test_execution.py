@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
-from mnemo_assets.defs.execution import RUN_PID_START_TAG, RUN_PID_TAG, _process_start, fail_orphaned_runs, free_slots_of_ended_runs
+from mnemo_assets.defs.execution import RUN_PID_START_TAG, RUN_PID_TAG, _process_start, clean_up_after_killed_commands, free_slots_of_ended_runs
 from mnemo_assets_tests.defs.conftest import persistent_instance
 
 
@@ -63,7 +66,7 @@ def test_a_killed_commands_runs_fail_its_backfill_is_canceled_and_its_pool_slots
     instance.add_backfill(backfill)
     assert instance.event_log_storage.get_concurrency_info("archive").active_slot_count == 2
 
-    assert sorted(fail_orphaned_runs(instance)) == ["killed-before-launch", "killed-started"]
+    assert sorted(clean_up_after_killed_commands(instance)) == ["killed-before-launch", "killed-started"]
 
     for run_id in ("killed-started", "killed-before-launch"):
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
@@ -78,7 +81,7 @@ def test_runs_of_live_processes_and_of_other_launchers_keep_their_runs_and_slots
     hold_archive_slots(instance, "live", 1)
     instance.event_log_storage.claim_concurrency_slot("archive", "daemon-run", "step_0")
 
-    assert fail_orphaned_runs(instance) == []
+    assert clean_up_after_killed_commands(instance) == []
 
     assert instance.get_run_by_id("live").status == DagsterRunStatus.STARTED
     assert instance.get_run_by_id("daemon-run").status == DagsterRunStatus.STARTED
@@ -96,8 +99,22 @@ def test_slots_of_ended_and_deleted_runs_are_freed_whoever_launched_them(instanc
     assert holders(instance) == {"running"}
 
 
-def test_the_daemon_frees_slots_of_ended_runs_too(instance):
-    """Under `dagster dev` or a cluster, Dagster's run monitoring gives the slots back
-    (``free_slots_after_run_end_seconds`` in the repository's dagster.yaml)."""
-    assert instance.run_monitoring_enabled
-    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+def test_the_daemons_run_monitoring_frees_slots_of_ended_runs_30_s_after_their_end(instance, monkeypatch):
+    """Under `dagster dev` or a cluster, Dagster's own run monitoring (enabled, with
+    ``free_slots_after_run_end_seconds: 30``, by the repository's dagster.yaml) gives the slots
+    back: its iteration run here, at 5 s and at 31 s after the run failed."""
+    from dagster._daemon.monitoring import concurrency as monitoring
+
+    run = add_run(instance, "ended", DagsterRunStatus.STARTED, {})
+    hold_archive_slots(instance, "ended", 1)
+    instance.report_run_failed(run, "test: the run worker died")
+    now = monitoring.get_current_datetime()
+
+    def iterate_at(seconds: float) -> None:
+        monkeypatch.setattr(monitoring, "get_current_datetime", lambda: now + timedelta(seconds=seconds))
+        list(monitoring.execute_concurrency_slots_iteration(SimpleNamespace(instance=instance), logging.getLogger("test")))
+
+    iterate_at(5)
+    assert holders(instance) == {"ended"}
+    iterate_at(31)
+    assert holders(instance) == set()
