@@ -263,10 +263,11 @@ class CpuSampler:
                     continue
                 used = t.user + t.system
                 role = (
-                    "run workers" if "execute_run" in cmd or "execute_step" in cmd or "api" in cmd.split()
-                    else "code servers" if "grpc" in cmd or "code-server" in cmd
-                    else "webserver" if proc.pid == self.roots[0].pid
+                    "webserver" if proc.pid == self.roots[0].pid
                     else "daemon" if proc.pid == self.roots[-1].pid
+                    else "code servers" if "grpc" in cmd or "code-server" in cmd
+                    # a code server executes each run in a spawned multiprocessing child
+                    else "run workers" if "spawn_main" in cmd
                     else "other"
                 )  # fmt: skip
                 if first:
@@ -281,13 +282,11 @@ class CpuSampler:
 
 
 def _kind(step_key: str) -> str:
-    """The asset kind of a step (``grid_5s``, ``ret_10m``, ``trades``, ...), markets and pegs dropped."""
-    name = step_key.split("__")[-1]
-    for market in ("spot", "um", "cm"):
-        name = name.removeprefix(f"{market}_")
-    for peg in ("usdt", "usdc", "usd"):
-        name = name.removeprefix(f"{peg}_")
-    return name
+    """The asset kind of a step (``grid_5s``, ``ret_10m``, ``trades``, ...): the step key is the
+    asset key joined by ``__`` (``binance__spot__usdt__spot_usdt_grid_5s``), its last name
+    prefixed with the path between (``spot_usdt_``)."""
+    *path, name = step_key.split("__")
+    return name.removeprefix("_".join(path[1:]) + "_")
 
 
 def breakdown(instance, backfill_id: str, t0: float, t1: float) -> dict:
@@ -400,7 +399,9 @@ def main() -> int:
             f"{ui['run_start_and_code_load']:.1f} s | {ui['steps']:.1f} s |"
         )
         print(f"\nratio UI / pure: {ratio:.2f} (target ≤ 1.5); backfill status {ui['status']}")
-        print(f"\nUI path, step time (summed over steps, which run 2 at a time) per asset kind; {ui['events']} events written:")
+        print(
+            f"\nUI path, step time per asset kind (summed over steps: one at a time within a run, up to 2 runs at once); {ui['events']} events written:"
+        )
         print("pure path: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
         print("\n".join(ui["timeline"]))
         print("| asset kind | step time |\n|---|---|")
